@@ -1,0 +1,55 @@
+# mlkube: `make demo` runs the main job on the embedded local cluster, `make test` runs the tests.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv control-plane crds lint typecheck imports unit test demo dev-up dev-down clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Builds (or finds cached / $KUBEBUILDER_ASSETS) etcd + kube-apiserver + controller-manager + scheduler.
+control-plane:
+	bash scripts/build-control-plane.sh
+
+crds: $(STAMP)
+	$(BIN)/python -m mlkube_operator.crdgen
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator serving tests benchmarks
+	$(BIN)/ruff format --check operator serving tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy operator/mlkube_operator serving/mlkube_serving
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+test: $(STAMP) control-plane
+	$(BIN)/python -m mlkube_operator.crdgen --check
+	$(MAKE) --no-print-directory lint typecheck imports
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving
+
+demo: $(STAMP) control-plane
+	bash scripts/demo.sh
+
+dev-up: $(STAMP) control-plane
+	$(BIN)/mlkube dev up
+
+dev-down: $(STAMP)
+	$(BIN)/mlkube dev down
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -27,3 +27,39 @@ LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+
+LABEL_DATASET: Final = "mlkube.io/dataset"
+LABEL_TRAINING_RUN: Final = "mlkube.io/trainingrun"
+LABEL_GENERATION: Final = "mlkube.io/generation"
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+
+COMPONENT_PROFILE: Final = "dataset-profile"
+COMPONENT_TRAINING: Final = "training"
+
+# Condition types.
+READY: Final = "Ready"
+SUCCEEDED: Final = "Succeeded"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
+
+# Condition reasons (CamelCase, stable: users alert on them).
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_PROFILING: Final = "Profiling"
+REASON_PROFILED: Final = "Profiled"
+REASON_VALIDATION_FAILED: Final = "ValidationFailed"
+REASON_SOURCE_UNAVAILABLE: Final = "SourceUnavailable"
+REASON_PROFILING_FAILED: Final = "ProfilingFailed"
+REASON_DATASET_NOT_READY: Final = "DatasetNotReady"
+REASON_TRAINING: Final = "Training"
+REASON_TRAINED: Final = "Trained"
+REASON_QUALITY_GATE_FAILED: Final = "QualityGateFailed"
+REASON_TRAINING_FAILED: Final = "TrainingFailed"
+
+# Exit code with which the Job entrypoints report a permanent failure (bad data, bad
+# spec): the Job's podFailurePolicy fails the Job at once instead of retrying.
+EXIT_PERMANENT: Final = 3
+
+# Where the artifact volume is mounted in Jobs and serving pods.
+ARTIFACT_MOUNT: Final = "/var/lib/mlkube/artifacts"
+CONFIGMAP_MOUNT: Final = "/var/run/mlkube/source"
+TERMINATION_LOG: Final = "/dev/termination-log"

@@ -1,0 +1,134 @@
+"""Kubernetes API access for the operator: get, list, create (409 is success), patch status.
+
+Responses are read raw (`_preload_content=False`) so callers get the exact camelCase
+JSON the API server sent, the same shape the planners and kubectl see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from .. import constants as C
+from ..errors import TemporaryFailure, classify_http
+from ..reconcile.naming import labels
+from ..settings import Settings
+
+JSON = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api = api_client
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+
+    @classmethod
+    def connect(cls) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        configuration = kubernetes.client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    @staticmethod
+    def _call(fn: Any, *args: Any, **kwargs: Any) -> JSON | None:
+        """Call an API method raw; None on 404, classified exceptions otherwise."""
+        try:
+            response = fn(*args, _preload_content=False, **kwargs)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise classify_http(err.status, _reason(err)) from err
+        except (HTTPError, OSError) as err:
+            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
+        data: JSON = json.loads(response.data)
+        return data
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> JSON | None:
+        return self._call(
+            self.custom.get_namespaced_custom_object, C.GROUP, C.VERSION, namespace, plural, name
+        )
+
+    def list_custom(self, plural: str, namespace: str) -> list[JSON]:
+        data = self._call(self.custom.list_namespaced_custom_object, C.GROUP, C.VERSION, namespace, plural)
+        return list((data or {}).get("items") or [])
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: JSON) -> None:
+        body = {"status": status}
+        self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            C.GROUP,
+            C.VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+        )
+
+    def get_job(self, namespace: str, name: str) -> JSON | None:
+        return self._call(self.batch.read_namespaced_job, name, namespace)
+
+    def job_pods(self, namespace: str, job_name: str) -> list[JSON]:
+        data = self._call(
+            self.core.list_namespaced_pod, namespace, label_selector=f"{C.JOB_NAME_LABEL}={job_name}"
+        )
+        return list((data or {}).get("items") or [])
+
+    def create_job(self, body: JSON) -> bool:
+        """Create a Job; False when it already exists (a restart or a concurrent reconcile)."""
+        return self._create(self.batch.create_namespaced_job, body)
+
+    def ensure_artifact_pvc(self, namespace: str, settings: Settings) -> None:
+        """The namespace's artifact store; shared by every mlkube resource there, never deleted by us."""
+        body: JSON = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": settings.artifact_pvc,
+                "namespace": namespace,
+                "labels": labels("artifacts", "artifact-store"),
+            },
+            "spec": {
+                "accessModes": [settings.artifact_access_mode],
+                "resources": {"requests": {"storage": settings.artifact_size}},
+            },
+        }
+        if settings.artifact_storage_class:
+            body["spec"]["storageClassName"] = settings.artifact_storage_class
+        if (
+            self._call(self.core.read_namespaced_persistent_volume_claim, settings.artifact_pvc, namespace)
+            is None
+        ):
+            self._create(self.core.create_namespaced_persistent_volume_claim, body)
+
+    def _create(self, fn: Any, body: JSON) -> bool:
+        meta = body["metadata"]
+        try:
+            fn(meta["namespace"], body, _preload_content=False)
+        except ApiException as err:
+            if err.status == 409:
+                log.info("%s %s/%s already exists", body["kind"], meta["namespace"], meta["name"])
+                return False
+            raise classify_http(err.status, _reason(err)) from err
+        except (HTTPError, OSError) as err:
+            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
+        log.info("Created %s %s/%s", body["kind"], meta["namespace"], meta["name"])
+        return True
+
+
+def _reason(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        return str(err.reason)

@@ -1,0 +1,43 @@
+"""Operator start-up: kopf settings and the shared clients every handler uses."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from .. import constants as C
+from ..adapters.kube import Kube
+from ..settings import Settings
+
+
+@dataclass
+class Runtime:
+    kube: Kube
+    settings: Settings
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise kopf.TemporaryError("operator is still starting", delay=2)
+    return _runtime
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    global _runtime
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.persistence.finalizer = f"{C.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=C.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=C.GROUP)
+    settings.execution.max_workers = 8
+    _runtime = Runtime(kube=Kube.connect(), settings=Settings.from_env(os.environ))
+    logger.info("mlkube operator started with image %s", _runtime.settings.image)

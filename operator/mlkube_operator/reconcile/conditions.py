@@ -1,0 +1,56 @@
+"""Condition bookkeeping with Kubernetes semantics.
+
+lastTransitionTime moves only when status changes, so `kubectl wait` and alerting
+see real transitions, not every reconcile.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..api.common import Condition, ConditionStatus
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Return a new list with `type_` set; other conditions are kept as they are."""
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type_:
+            out.append(cond)
+            continue
+        found = True
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=cond.last_transition_time if cond.status == status else now,
+                observed_generation=generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)

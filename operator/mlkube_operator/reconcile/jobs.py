@@ -1,0 +1,197 @@
+"""What a Job and its pods say, and the Job mlkube creates for heavy work.
+
+Results travel back in the pod's termination message (compact JSON), so workloads
+need no API access and the operator needs no shared database: reading the Job's
+pods is enough, which also makes a restarted operator see exactly what happened.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .. import constants as C
+from ..api.common import Resources
+from ..settings import Settings
+
+JSON = dict[str, Any]
+
+
+class JobPhase(StrEnum):
+    MISSING = "Missing"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobView:
+    phase: JobPhase
+    result: JSON | None = None
+    failure_reason: str = ""
+    failure_message: str = ""
+    start_time: str | None = None
+    completion_time: str | None = None
+    failed_pods: int = 0
+    extra: JSON = field(default_factory=dict)
+
+
+def _condition(job: JSON, type_: str) -> JSON | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _terminated(pod: JSON) -> JSON | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if state:
+            return dict(state)
+    return None
+
+
+def parse_termination_message(message: str | None) -> JSON | None:
+    """The last JSON object line of the message (FallbackToLogsOnError may add log lines)."""
+    if not message:
+        return None
+    for line in reversed(message.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def view_job(job: JSON | None, pods: list[JSON]) -> JobView:
+    """Summarise a Job from its status and its pods' termination messages (pure)."""
+    if job is None:
+        return JobView(JobPhase.MISSING)
+    status = job.get("status") or {}
+    start, done = status.get("startTime"), status.get("completionTime")
+    finished = sorted(
+        ((t.get("finishedAt") or "", t, p) for p in pods if (t := _terminated(p)) is not None),
+        key=lambda item: item[0],
+    )
+    if _condition(job, "Complete"):
+        ok = [t for _, t, _p in finished if t.get("exitCode") == 0]
+        message = ok[-1].get("message") if ok else None
+        return JobView(
+            JobPhase.SUCCEEDED, parse_termination_message(message), start_time=start, completion_time=done
+        )
+    failed = _condition(job, "Failed")
+    if failed:
+        bad = [t for _, t, _p in finished if t.get("exitCode") != 0]
+        last = bad[-1] if bad else None
+        result = parse_termination_message(last.get("message")) if last else None
+        message = str(failed.get("message") or failed.get("reason") or "Job failed")
+        if result is None and last is not None:
+            tail = (last.get("message") or "").strip()[-500:]
+            message = f"{message}; last pod exited {last.get('exitCode')} ({last.get('reason', '')}): {tail}".rstrip(
+                ": "
+            )
+        return JobView(
+            JobPhase.FAILED,
+            result,
+            failure_reason=str(failed.get("reason") or "Failed"),
+            failure_message=message,
+            start_time=start,
+            completion_time=status.get("completionTime") or failed.get("lastTransitionTime"),
+            failed_pods=int(status.get("failed") or 0),
+        )
+    return JobView(JobPhase.RUNNING, start_time=start, failed_pods=int(status.get("failed") or 0))
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    owner: dict[str, object],
+    args: list[str],
+    settings: Settings,
+    backoff_limit: int,
+    deadline_seconds: int,
+    resources: Resources | None = None,
+    config_map: str | None = None,
+) -> JSON:
+    """A hardened batch/v1 Job running one mlkube entrypoint (pure)."""
+    volumes: list[JSON] = [
+        {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifact_pvc}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[JSON] = [
+        {"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if config_map:
+        volumes.append({"name": "source", "configMap": {"name": config_map}})
+        mounts.append({"name": "source", "mountPath": C.CONFIGMAP_MOUNT, "readOnly": True})
+    container: JSON = {
+        "name": "main",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "mlkube_operator.training"],
+        "args": args,
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": mounts,
+        "terminationMessagePath": C.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if resources is not None:
+        container["resources"] = resources.model_dump(by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "main",
+                            "operator": "In",
+                            "values": [C.EXIT_PERMANENT],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

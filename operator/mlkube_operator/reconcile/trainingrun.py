@@ -1,0 +1,222 @@
+"""Plan a TrainingRun: wait for its Dataset, train once per generation, record the receipt.
+
+The Job pins the Dataset's content hash at creation, so a Dataset re-profiled later
+cannot change what an existing run trained on; a new generation of the run trains
+again under a new Job name while status keeps the previous model until the new one
+lands.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from .. import artifacts
+from .. import constants as C
+from ..api.common import ConditionStatus
+from ..api.dataset import DatasetStatus
+from ..api.trainingrun import ModelArtifact, TrainingRunSpec, TrainingRunStatus
+from ..api.validation import InvalidSpecError, parse_model
+from ..settings import Settings
+from .conditions import get_condition, set_condition
+from .dataset import Event, Plan
+from .dataset import is_settled as _dataset_settled
+from .jobs import JobPhase, JobView, build_job
+from .naming import child_name, labels, owner_reference
+
+JSON = dict[str, Any]
+
+# Failures that are the spec's fault even though only the Job could find out.
+SPEC_REASONS = {"InvalidEstimator", "InvalidParameters", C.REASON_INVALID_SPEC}
+KNOWN_FAILURES = {C.REASON_QUALITY_GATE_FAILED, "DatasetHashMismatch"}
+
+
+def training_job_name(name: str, generation: int) -> str:
+    return child_name(name, f"train-{generation}")
+
+
+def is_settled(status: TrainingRunStatus, generation: int) -> bool:
+    cond = get_condition(status.conditions, C.SUCCEEDED)
+    return (
+        status.observed_generation == generation
+        and cond is not None
+        and cond.observed_generation == generation
+        and cond.status is not ConditionStatus.UNKNOWN
+        and cond.reason != C.REASON_DATASET_NOT_READY
+    )
+
+
+def dataset_readiness(dataset: JSON | None, name: str) -> tuple[DatasetStatus | None, str]:
+    """The Dataset's status when it is Ready for training, else why not."""
+    if dataset is None:
+        return None, f"Dataset {name} does not exist"
+    status = DatasetStatus.model_validate(dataset.get("status") or {})
+    generation = int(dataset["metadata"].get("generation") or 0)
+    cond = get_condition(status.conditions, C.READY)
+    if cond is None:
+        return None, f"Dataset {name} has not been reconciled yet"
+    if cond.status is ConditionStatus.TRUE and _dataset_settled(status, generation) and status.content_hash:
+        return status, ""
+    return None, f"Dataset {name} is not Ready ({cond.reason}: {cond.message})"
+
+
+def check_estimator(spec: TrainingRunSpec, settings: Settings) -> None:
+    path = spec.estimator.class_name
+    if not any(path.startswith(prefix) for prefix in settings.allowed_estimator_prefixes):
+        allowed = ", ".join(settings.allowed_estimator_prefixes)
+        raise InvalidSpecError(
+            f"spec.estimator.className: {path!r} is not allowed; the operator allows classes under {allowed}",
+            ["spec.estimator.className"],
+        )
+
+
+def build_training_job(
+    obj: JSON, spec: TrainingRunSpec, dataset_name: str, dataset: DatasetStatus, settings: Settings
+) -> JSON:
+    meta = obj["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta["generation"])
+    content_hash = dataset.content_hash or ""
+    data = artifacts.dataset_dir(namespace, dataset_name, content_hash) / "data.csv"
+    args = [
+        "train",
+        "--spec-json",
+        json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")),
+        "--namespace",
+        namespace,
+        "--name",
+        name,
+        "--uid",
+        meta["uid"],
+        "--generation",
+        str(generation),
+        "--data-uri",
+        artifacts.mounted(data),
+        "--dataset-hash",
+        content_hash,
+        "--target",
+        dataset.target or "",
+        "--artifact-root",
+        C.ARTIFACT_MOUNT,
+        "--allowed-prefixes",
+        ",".join(settings.allowed_estimator_prefixes),
+        "--termination-log",
+        C.TERMINATION_LOG,
+    ]
+    return build_job(
+        name=training_job_name(name, generation),
+        namespace=namespace,
+        labels=labels(
+            name,
+            C.COMPONENT_TRAINING,
+            {C.LABEL_TRAINING_RUN: name, C.LABEL_DATASET: dataset_name, C.LABEL_GENERATION: str(generation)},
+        ),
+        owner=owner_reference(obj["apiVersion"], obj["kind"], name, meta["uid"]),
+        args=args,
+        settings=settings,
+        backoff_limit=spec.backoff_limit,
+        deadline_seconds=spec.active_deadline_seconds,
+        resources=spec.resources,
+    )
+
+
+def _finish(
+    old: TrainingRunStatus, new: TrainingRunStatus, event: Event | None, create: JSON | None = None
+) -> Plan:
+    status = new.model_dump(mode="json", by_alias=True)
+    changed = status != old.model_dump(mode="json", by_alias=True)
+    prev, cur = get_condition(old.conditions, C.SUCCEEDED), get_condition(new.conditions, C.SUCCEEDED)
+    transition = prev is None or cur is None or (prev.status, prev.reason) != (cur.status, cur.reason)
+    return Plan(status=status, create=create, event=event if transition else None, changed=changed)
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+
+
+def plan_training_run(
+    obj: JSON, dataset: JSON | None, job: JobView, now: datetime, settings: Settings
+) -> Plan:
+    """Decide the TrainingRun's status and whether its Job must be created (pure)."""
+    meta = obj["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta["generation"])
+    old = TrainingRunStatus.model_validate(obj.get("status") or {})
+    new = old.model_copy(deep=True)
+
+    def succeeded(status: ConditionStatus, reason: str, message: str) -> None:
+        new.conditions = set_condition(new.conditions, C.SUCCEEDED, status, reason, message, now, generation)
+        new.observed_generation = generation
+
+    try:
+        spec = parse_model(TrainingRunSpec, obj.get("spec"))
+        check_estimator(spec, settings)
+    except InvalidSpecError as err:
+        succeeded(ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
+        return _finish(old, new, Event("Warning", C.REASON_INVALID_SPEC, err.message))
+
+    if is_settled(old, generation):
+        return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
+
+    job_name = training_job_name(name, generation)
+    if job.phase is JobPhase.MISSING:
+        ds_status, why = dataset_readiness(dataset, spec.dataset_ref.name)
+        if ds_status is None:
+            succeeded(ConditionStatus.UNKNOWN, C.REASON_DATASET_NOT_READY, f"Waiting: {why}")
+            return _finish(old, new, Event("Normal", C.REASON_DATASET_NOT_READY, why))
+        new.job_name = job_name
+        new.dataset_hash = ds_status.content_hash
+        new.start_time = None
+        msg = f"Training generation {generation} in Job {job_name} on dataset {spec.dataset_ref.name}@{(ds_status.content_hash or '')[:12]}"
+        succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
+        create = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings)
+        return _finish(old, new, Event("Normal", C.REASON_TRAINING, msg), create)
+
+    new.job_name = job_name
+    if job.start_time:
+        new.start_time = datetime.fromisoformat(job.start_time.replace("Z", "+00:00"))
+    if job.phase is JobPhase.RUNNING:
+        msg = f"Training generation {generation} in Job {job_name}"
+        if job.failed_pods:
+            msg += f" (retrying after {job.failed_pods} failed pod(s))"
+        succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
+        return _finish(old, new, None)
+
+    result = job.result or {}
+    if job.completion_time:
+        new.completion_time = datetime.fromisoformat(job.completion_time.replace("Z", "+00:00"))
+    metrics = result.get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        new.metrics = {str(k): float(v) for k, v in metrics.items()}
+    if result.get("task"):
+        new.task = str(result["task"])
+    model = result.get("model")
+    if (
+        job.phase is JobPhase.SUCCEEDED
+        and result.get("ok")
+        and isinstance(model, dict)
+        and model.get("sha256")
+    ):
+        where = artifacts.model_dir(namespace, name, meta["uid"], generation)
+        new.model = ModelArtifact(
+            uri=artifacts.uri(where / "model.joblib"),
+            sha256=str(model["sha256"]),
+            size_bytes=model.get("sizeBytes"),
+            dataset_hash=model.get("datasetHash") or new.dataset_hash,
+            metadata_uri=artifacts.uri(where / "metadata.json"),
+        )
+        msg = f"Trained in Job {job_name}: {_metrics_text(new.metrics or {})}"
+        succeeded(ConditionStatus.TRUE, C.REASON_TRAINED, msg)
+        return _finish(old, new, Event("Normal", C.REASON_TRAINED, msg))
+
+    if job.phase is JobPhase.SUCCEEDED:
+        reason, msg = C.REASON_TRAINING_FAILED, f"Job {job_name} succeeded but reported no model"
+    elif result.get("reason") in SPEC_REASONS:
+        reason, msg = C.REASON_INVALID_SPEC, str(result.get("message") or job.failure_message)
+    elif result.get("reason") in KNOWN_FAILURES:
+        reason, msg = str(result["reason"]), str(result.get("message") or job.failure_message)
+    else:
+        reason = C.REASON_TRAINING_FAILED
+        detail = str(result.get("message") or "")
+        msg = f"Job {job_name} failed ({job.failure_reason}): {detail or job.failure_message}"
+    succeeded(ConditionStatus.FALSE, reason, msg)
+    return _finish(old, new, Event("Warning", reason, msg))

@@ -175,7 +175,7 @@ def test_crdgen_check_passes_on_committed_files() -> None:
 def test_crdgen_check_fails_on_drift(tmp_path: Path) -> None:
     for name, text in crd_files().items():
         (tmp_path / name).write_text(text)
-    victim = next(iter(sorted(tmp_path.glob("*.yaml"))))
+    victim = sorted(tmp_path.glob("mlkube.io_*.yaml"))[0]
     victim.write_text(victim.read_text().replace("shortNames", "shortnames"))
     result = subprocess.run(
         [sys.executable, "-m", "mlkube_operator.crdgen", "--check", "--out", str(tmp_path)],

@@ -1,0 +1,77 @@
+"""The kustomize base renders and grants the operator what its adapters use."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlkube_operator import constants as C
+from mlkube_operator.reconcile.dataset import plan_dataset
+from mlkube_operator.reconcile.jobs import JobPhase, JobView
+from mlkube_operator.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def render() -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests")], capture_output=True, text=True, check=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+        for r in rules
+    )
+
+
+def test_base_renders_crds_rbac_and_operator() -> None:
+    docs = render()
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for plural in ("datasets", "trainingruns", "modeldeployments"):
+        assert ("CustomResourceDefinition", f"{plural}.mlkube.io") in kinds
+    assert ("Deployment", "mlkube-operator") in kinds
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["metadata"]["namespace"] == "mlkube-system"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == C.IMAGE
+    assert container["command"][:4] == ["kopf", "run", "-m", "mlkube_operator.handlers"]
+
+
+def test_rbac_covers_every_call_of_the_adapters() -> None:
+    rules = next(d for d in render() if d["kind"] == "ClusterRole")["rules"]
+    needed = [
+        ("mlkube.io", "datasets", "watch"),
+        ("mlkube.io", "trainingruns", "list"),
+        ("mlkube.io", "datasets/status", "patch"),
+        ("mlkube.io", "trainingruns/status", "patch"),
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "watch"),
+        ("", "pods", "list"),
+        ("", "persistentvolumeclaims", "create"),
+        ("", "events", "create"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ]
+    missing = [n for n in needed if not allowed(rules, *n)]
+    assert missing == []
+
+
+def test_image_user_matches_job_security_context() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    uid = int(re.search(r"--uid (\d+)", dockerfile).group(1))  # type: ignore[union-attr]
+    obj = {
+        "apiVersion": "mlkube.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "d", "namespace": "n", "uid": "u", "generation": 1},
+        "spec": {"source": {"builtin": "iris"}, "target": "target"},
+    }
+    job = plan_dataset(obj, JobView(JobPhase.MISSING), datetime.now(UTC), Settings()).create
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid

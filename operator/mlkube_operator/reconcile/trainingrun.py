@@ -29,7 +29,7 @@ JSON = dict[str, Any]
 
 # Failures that are the spec's fault even though only the Job could find out.
 SPEC_REASONS = {"InvalidEstimator", "InvalidParameters", C.REASON_INVALID_SPEC}
-KNOWN_FAILURES = {C.REASON_QUALITY_GATE_FAILED, "DatasetHashMismatch"}
+KNOWN_FAILURES = {C.REASON_QUALITY_GATE_FAILED, "DatasetHashMismatch", "DatasetUnavailable"}
 
 
 def training_job_name(name: str, generation: int) -> str:

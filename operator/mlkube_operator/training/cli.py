@@ -1,0 +1,187 @@
+"""Command line of the Job pods: parse, run, and always leave a termination message.
+
+Whatever happens (a bad argument, a bad spec, a data problem, a crash), the process
+ends with one JSON result in the termination log and on stdout's last line, and an
+exit code that tells the Job's podFailurePolicy whether retrying can help. Even an
+argument error is reported that way (exit 3, InvalidSpec): the operator built the
+command line, and retrying the same one cannot succeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import BaseModel
+
+from mlkube_operator.api.dataset import DatasetSpec
+from mlkube_operator.api.trainingrun import TrainingRunSpec
+from mlkube_operator.api.validation import InvalidSpecError, parse_model
+
+from .contract import (
+    DEFAULT_ALLOWED_PREFIXES,
+    DEFAULT_SOURCE_TIMEOUT_SECONDS,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_RETRYABLE,
+    Reason,
+)
+from .errors import JobFailure
+from .termination import default_termination_log, emit
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m mlkube_operator.training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    profile = commands.add_parser("profile", help="Load, validate, hash and profile a Dataset.")
+    profile.add_argument("--spec-json", required=True, help="The Dataset spec as JSON (camelCase).")
+    _common(profile)
+    profile.add_argument("--configmap-dir", type=Path, help="Where the source ConfigMap is mounted.")
+    profile.add_argument(
+        "--source-timeout",
+        type=float,
+        default=DEFAULT_SOURCE_TIMEOUT_SECONDS,
+        help="Seconds to wait for a url source.",
+    )
+
+    train = commands.add_parser("train", help="Train, evaluate and save a model.")
+    train.add_argument("--spec-json", required=True, help="The TrainingRun spec as JSON (camelCase).")
+    _common(train)
+    train.add_argument("--uid", required=True, help="The TrainingRun's metadata.uid.")
+    train.add_argument(
+        "--generation",
+        type=int,
+        default=1,
+        help="The TrainingRun's metadata.generation (one model per generation).",
+    )
+    train.add_argument("--data-uri", required=True, help="file:// URI of the Dataset's canonical data.csv.")
+    train.add_argument(
+        "--dataset-hash", required=True, help="The Dataset's contentHash (sha256 of data.csv)."
+    )
+    train.add_argument("--target", required=True, help="The target column.")
+    train.add_argument(
+        "--allowed-prefixes",
+        action="append",
+        help="Allowed estimator class path prefixes, comma-separated, repeatable (default: sklearn.).",
+    )
+    return parser
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--namespace", required=True)
+    sub.add_argument("--name", required=True)
+    sub.add_argument("--artifact-root", required=True, type=Path, help="Root of the artifact store.")
+    sub.add_argument(
+        "--termination-log",
+        default=default_termination_log(),
+        help="Where to write the result (default: $MLKUBE_TERMINATION_LOG or /dev/termination-log).",
+    )
+
+
+def _spec(model: type[BaseModel], text: str) -> Any:
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise JobFailure(Reason.INVALID_SPEC, f"--spec-json is not JSON: {err}") from err
+    if not isinstance(body, dict):
+        raise JobFailure(Reason.INVALID_SPEC, "--spec-json must be a JSON object")
+    try:
+        return parse_model(model, body)
+    except InvalidSpecError as err:
+        raise JobFailure(Reason.INVALID_SPEC, err.message) from err
+
+
+def _prefixes(values: list[str] | None) -> tuple[str, ...]:
+    if not values:
+        return DEFAULT_ALLOWED_PREFIXES
+    found = tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+    return found or DEFAULT_ALLOWED_PREFIXES
+
+
+def _profile(args: argparse.Namespace) -> dict[str, Any]:
+    from .profile_job import ProfileRequest, run_profile
+
+    request = ProfileRequest(
+        spec=_spec(DatasetSpec, args.spec_json),
+        namespace=args.namespace,
+        name=args.name,
+        artifact_root=args.artifact_root.resolve(),
+        configmap_dir=args.configmap_dir,
+        source_timeout=args.source_timeout,
+    )
+    return run_profile(request)
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from .train_job import TrainRequest, run_train
+
+    request = TrainRequest(
+        spec=_spec(TrainingRunSpec, args.spec_json),
+        namespace=args.namespace,
+        name=args.name,
+        uid=args.uid,
+        generation=args.generation,
+        data_uri=args.data_uri,
+        dataset_hash=args.dataset_hash,
+        target=args.target,
+        artifact_root=args.artifact_root.resolve(),
+        allowed_prefixes=_prefixes(args.allowed_prefixes),
+    )
+    return run_train(request)
+
+
+_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Reason]] = {
+    "profile": (_profile, Reason.PROFILE_FAILED),
+    "train": (_train, Reason.TRAINING_FAILED),
+}
+
+
+def _termination_log_from(argv: Sequence[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--termination-log" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--termination-log="):
+            return arg.split("=", 1)[1]
+    return default_termination_log()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code (0, 1 retryable, 3 permanent)."""
+    import sys
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+    except _UsageError as err:
+        emit(
+            {"ok": False, "reason": str(Reason.INVALID_SPEC), "message": str(err)},
+            _termination_log_from(args_list),
+        )
+        return EXIT_PERMANENT
+    run, crash_reason = _COMMANDS[args.command]
+    try:
+        result = run(args)
+        code = EXIT_OK
+    except JobFailure as failure:
+        result = failure.result()
+        code = failure.exit_code
+    except Exception as err:
+        traceback.print_exc()
+        result = {"ok": False, "reason": str(crash_reason), "message": f"{type(err).__name__}: {err}"}
+        code = EXIT_RETRYABLE
+    emit(result, args.termination_log)
+    return code

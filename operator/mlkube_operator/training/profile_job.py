@@ -1,0 +1,75 @@
+"""The profile Job: source -> validated, canonical, hashed, profiled dataset.
+
+The order matters: rules are checked on the selected columns before anything is
+written, so a Dataset that is not Ready leaves nothing in the artifact store; and the
+profile is computed from the canonical bytes parsed back, so the profile, the hash
+and what the training Job will read describe exactly the same values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlkube_operator.api.dataset import DatasetSpec
+
+from .artifacts import atomic_write_bytes, file_uri, sha256_bytes
+from .canonical import canonical_csv
+from .contract import DATA_FILE, PROFILE_FILE, Reason, dataset_dir
+from .errors import JobFailure, log
+from .profiling import build_profile, schema
+from .rules import check_rules, select_columns
+from .sources import load_frame, parse_csv
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    spec: DatasetSpec
+    namespace: str
+    name: str
+    artifact_root: Path
+    configmap_dir: Path | None
+    source_timeout: float
+
+
+def run_profile(req: ProfileRequest) -> dict[str, Any]:
+    """Profile the dataset and return the success termination message."""
+    spec = req.spec
+    frame, origin = load_frame(
+        spec, artifact_root=req.artifact_root, configmap_dir=req.configmap_dir, timeout=req.source_timeout
+    )
+    log(f"profile: loaded {len(frame)} rows x {len(frame.columns)} columns from {origin}")
+    features, target = select_columns(frame, spec)
+    columns = [*features, target]
+    check_rules(frame, columns, spec.validation)
+
+    data = canonical_csv(frame, columns)
+    content_hash = sha256_bytes(data)
+    canonical = parse_csv(data, "canonical data")
+    if len(canonical) != len(frame) or list(canonical.columns) != columns:
+        raise JobFailure(
+            Reason.VALIDATION_FAILED,
+            f"the data does not survive CSV round-tripping ({len(frame)} rows became {len(canonical)})",
+        )
+    profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
+
+    directory = dataset_dir(req.artifact_root, req.namespace, req.name, content_hash)
+    atomic_write_bytes(directory / DATA_FILE, data)
+    atomic_write_bytes(directory / PROFILE_FILE, (json.dumps(profile) + "\n").encode("utf-8"))
+    log(
+        f"profile: {len(canonical)} rows, task {profile['task']}, contentHash {content_hash}, wrote {directory}"
+    )
+    return {
+        "ok": True,
+        "rows": len(canonical),
+        "columns": len(columns),
+        "contentHash": content_hash,
+        "profileUri": file_uri(directory / PROFILE_FILE),
+        "dataUri": file_uri(directory / DATA_FILE),
+        "task": profile["task"],
+        "target": target,
+        "features": features,
+        "schema": schema(canonical, columns),
+    }

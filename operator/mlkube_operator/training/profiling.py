@@ -1,0 +1,136 @@
+"""The reference profile: what the training data looked like, for drift detection later.
+
+The model server bins live traffic on exactly these edges and compares fractions
+(PSI, chi-square), so the profile is computed from the canonical data (what the
+model is trained on), not from the raw source, and is deterministic: the same bytes
+give the same profile.json. Quantile bins (not equal-width) keep every bin populated
+on skewed features, which makes PSI meaningful. The edges are empirical quantiles
+(inverted CDF), i.e. observed values, so a discrete feature is cut at its own values
+rather than between them; when quantiles coincide (few distinct values) duplicate
+edges are removed, so a feature may have fewer bins than asked for, and a constant
+feature has the single bin [v, v].
+
+Task inference lives here too because the training Job must reach the same answer
+from the same bytes: a target that is not numeric, or whose values are all integral
+with at most 20 distinct ones (iris' 0/1/2), is a classification target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .canonical import column_kind
+from .contract import CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
+
+MAX_CLASSES_FOR_INTEGRAL_TARGET = 20
+
+
+def infer_task(target: pd.Series) -> str:
+    if column_kind(target) == CATEGORICAL:
+        return CLASSIFICATION
+    values = target.dropna().to_numpy(dtype="float64")
+    if not np.isfinite(values).all():
+        return REGRESSION
+    integral = bool(np.all(values == np.floor(values)))
+    distinct = len(np.unique(values))
+    return CLASSIFICATION if integral and distinct <= MAX_CLASSES_FOR_INTEGRAL_TARGET else REGRESSION
+
+
+def class_labels(target: pd.Series) -> pd.Series:
+    """Labels of a classification target: integral floats (`1.0`, from a column with gaps) become ints."""
+    if column_kind(target) == NUMERIC:
+        present = target.dropna()
+        return present.astype("int64") if len(present) else present
+    return target.dropna().astype(object)
+
+
+def numeric_profile(series: pd.Series, bins: int) -> dict[str, Any]:
+    values = series.dropna().to_numpy(dtype="float64")
+    missing = int(len(series) - len(values))
+    if len(values) == 0:  # nothing to bin: null edges (readers reject fewer than two edges)
+        return {
+            "kind": NUMERIC,
+            "binEdges": None,
+            "fractions": None,
+            "mean": None,
+            "std": None,
+            "missing": missing,
+        }
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
+    if len(edges) == 1:
+        edges = np.array([edges[0], edges[0]])
+    fractions = bin_fractions(values, edges)
+    return {
+        "kind": NUMERIC,
+        "binEdges": [float(e) for e in edges],
+        "fractions": fractions,
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=0)),
+        "missing": missing,
+    }
+
+
+def bin_fractions(values: np.ndarray[Any, Any], edges: np.ndarray[Any, Any]) -> list[float]:
+    """Fraction of `values` per bin [e_i, e_i+1), the last bin closed [e_B-1, e_B]; clipped to the ends."""
+    nbins = len(edges) - 1
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, nbins - 1)
+    counts = np.bincount(index, minlength=nbins)
+    return [float(c) / len(values) for c in counts]
+
+
+def categorical_profile(series: pd.Series) -> dict[str, Any]:
+    present = series.dropna()
+    missing = int(len(series) - len(present))
+    counts: dict[str, int] = {}
+    for value, count in present.astype(object).map(_level_key).value_counts().items():
+        counts[str(value)] = counts.get(str(value), 0) + int(count)
+    total = len(present)
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"kind": CATEGORICAL, "levels": {k: c / total for k, c in ordered}, "missing": missing}
+
+
+def _level_key(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def feature_profile(name: str, series: pd.Series, bins: int) -> dict[str, Any]:
+    body = numeric_profile(series, bins) if column_kind(series) == NUMERIC else categorical_profile(series)
+    return {"name": name, **body}
+
+
+def target_profile(name: str, series: pd.Series, task: str, bins: int) -> dict[str, Any]:
+    if task == CLASSIFICATION:
+        labels = class_labels(series)
+        body = categorical_profile(labels)
+        body["missing"] = int(series.isna().sum())
+    else:
+        body = numeric_profile(series, bins)
+    return {"name": name, **body}
+
+
+def schema(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, str]]:
+    return [{"name": c, "dtype": column_kind(frame[c])} for c in columns]
+
+
+def build_profile(
+    frame: pd.DataFrame, features: Sequence[str], target: str, bins: int, content_hash: str
+) -> dict[str, Any]:
+    """profile.json, in the format the model server reads (see docs/training.md)."""
+    task = infer_task(frame[target])
+    return {
+        "contentHash": content_hash,
+        "rows": len(frame),
+        "columns": len(features) + 1,
+        "target": target,
+        "task": task,
+        "features": [feature_profile(f, frame[f], bins) for f in features],
+        "targetProfile": target_profile(target, frame[target], task, bins),
+    }

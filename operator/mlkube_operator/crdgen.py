@@ -26,7 +26,8 @@ from .constants import CATEGORY, GROUP, VERSION
 JSON = dict[str, Any]
 
 # Validations the pydantic model validators enforce in the handler, repeated in the
-# schema so the API server rejects the object before it is stored.
+# schema so the API server rejects the object before it is stored. The API server
+# checks rules against `default: {}` before nested defaults apply, hence `!has(...)`.
 _ONE_OF: dict[str, list[JSON]] = {
     "DatasetSource": [{"required": [k]} for k in ("builtin", "url", "path", "configMap")],
     "QualityGate": [{"required": ["minimum"]}, {"required": ["maximum"]}],
@@ -34,21 +35,21 @@ _ONE_OF: dict[str, list[JSON]] = {
 _CEL_RULES: dict[str, list[JSON]] = {
     "Strategy": [
         {
-            "rule": "self.type != 'Canary' || (has(self.steps) && size(self.steps) > 0)",
+            "rule": "!has(self.type) || self.type != 'Canary' || (has(self.steps) && size(self.steps) > 0)",
             "message": "steps must list at least one step for the Canary strategy",
             "fieldPath": ".steps",
         }
     ],
     "MetricsSource": [
         {
-            "rule": "self.type != 'Prometheus' || has(self.prometheusUrl)",
+            "rule": "!has(self.type) || self.type != 'Prometheus' || has(self.prometheusUrl)",
             "message": "prometheusUrl is required when type is Prometheus",
             "fieldPath": ".prometheusUrl",
         }
     ],
     "OnDegradation": [
         {
-            "rule": "self.action != 'Retrain' || has(self.retrainTemplate)",
+            "rule": "!has(self.action) || self.action != 'Retrain' || has(self.retrainTemplate)",
             "message": "retrainTemplate is required when action is Retrain",
             "fieldPath": ".retrainTemplate",
         }

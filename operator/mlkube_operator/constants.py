@@ -63,3 +63,15 @@ EXIT_PERMANENT: Final = 3
 ARTIFACT_MOUNT: Final = "/var/lib/mlkube/artifacts"
 CONFIGMAP_MOUNT: Final = "/var/run/mlkube/source"
 TERMINATION_LOG: Final = "/dev/termination-log"
+
+LABEL_MODEL_DEPLOYMENT: Final = "mlkube.io/modeldeployment"
+LABEL_MODEL_SHA: Final = "mlkube.io/model-sha256"
+COMPONENT_PREDICTOR: Final = "predictor"
+ANNOTATION_MODEL_SHA: Final = "mlkube.io/model-sha256"
+SERVING_PORT_NAME: Final = "http"
+
+REASON_MODEL_NOT_READY: Final = "ModelNotReady"
+REASON_ROLLING_OUT: Final = "RollingOut"
+REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
+REASON_SERVING: Final = "Serving"
+REASON_UNSUPPORTED: Final = "Unsupported"

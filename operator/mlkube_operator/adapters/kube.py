@@ -30,6 +30,7 @@ class Kube:
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
 
     @classmethod
     def connect(cls) -> Kube:
@@ -88,6 +89,27 @@ class Kube:
     def create_job(self, body: JSON) -> bool:
         """Create a Job; False when it already exists (a restart or a concurrent reconcile)."""
         return self._create(self.batch.create_namespaced_job, body)
+
+    def get_deployment(self, namespace: str, name: str) -> JSON | None:
+        return self._call(self.apps.read_namespaced_deployment, name, namespace)
+
+    def create_deployment(self, body: JSON) -> bool:
+        return self._create(self.apps.create_namespaced_deployment, body)
+
+    def update_deployment(self, body: JSON) -> None:
+        """Replace labels, annotations and spec; the API server starts a rolling update if the template changed."""
+        meta = body["metadata"]
+        patch = {
+            "metadata": {"labels": meta["labels"], "annotations": meta["annotations"]},
+            "spec": body["spec"],
+        }
+        self._call(self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], patch)
+        log.info("Updated Deployment %s/%s", meta["namespace"], meta["name"])
+
+    def ensure_service(self, body: JSON) -> None:
+        meta = body["metadata"]
+        if self._call(self.core.read_namespaced_service, meta["name"], meta["namespace"]) is None:
+            self._create(self.core.create_namespaced_service, body)
 
     def ensure_artifact_pvc(self, namespace: str, settings: Settings) -> None:
         """The namespace's artifact store; shared by every mlkube resource there, never deleted by us."""

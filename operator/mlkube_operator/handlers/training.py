@@ -22,7 +22,7 @@ JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
 
 
-def _guard(fn: Callable[[], None]) -> None:
+def guard(fn: Callable[[], None]) -> None:
     """Map adapter failures to kopf's retry semantics, in one place."""
     try:
         fn()
@@ -102,7 +102,7 @@ def dataset_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> 
         for run in _waiting_runs(runtime().kube, meta["namespace"], meta["name"]):
             reconcile_training_run(run, logger)
 
-    _guard(work)
+    guard(work)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
@@ -110,19 +110,19 @@ def training_run_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any
     if type == "DELETED":
         return
     obj = dict(body)
-    _guard(lambda: reconcile_training_run(obj, logger))
+    guard(lambda: reconcile_training_run(obj, logger))
 
 
 @kopf.timer(C.GROUP, C.VERSION, DATASETS, interval=30, initial_delay=5)
 def dataset_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     obj = dict(body)
-    _guard(lambda: reconcile_dataset(obj, logger))
+    guard(lambda: reconcile_dataset(obj, logger))
 
 
 @kopf.timer(C.GROUP, C.VERSION, TRAINING_RUNS, interval=30, initial_delay=5)
 def training_run_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     obj = dict(body)
-    _guard(lambda: reconcile_training_run(obj, logger))
+    guard(lambda: reconcile_training_run(obj, logger))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
@@ -147,4 +147,4 @@ def job_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
         else:
             reconcile_training_run(parent, logger)
 
-    _guard(work)
+    guard(work)

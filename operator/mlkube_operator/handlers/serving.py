@@ -1,0 +1,102 @@
+"""ModelDeployments: serve the model of a TrainingRun; roll out again when it changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from .. import constants as C
+from ..reconcile.modeldeployment import TEMPLATE_HASH, plan_model_deployment, predictor_name
+from .lifecycle import runtime
+from .training import guard
+
+JSON = dict[str, Any]
+MODEL_DEPLOYMENTS, TRAINING_RUNS = "modeldeployments", "trainingruns"
+
+
+def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
+    rt = runtime()
+    meta = obj["metadata"]
+    namespace = meta["namespace"]
+    run_name = (((obj.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name")
+    run = (
+        rt.kube.get_custom(TRAINING_RUNS, namespace, run_name)
+        if isinstance(run_name, str) and run_name
+        else None
+    )
+    live = rt.kube.get_deployment(namespace, predictor_name(meta["name"]))
+    plan = plan_model_deployment(obj, run, live, datetime.now(UTC), rt.settings)
+    if plan.deployment is not None:
+        rt.kube.ensure_artifact_pvc(namespace, rt.settings)
+        if live is None:
+            rt.kube.create_deployment(plan.deployment)
+        elif (live["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) != plan.deployment["metadata"][
+            "annotations"
+        ][TEMPLATE_HASH]:
+            rt.kube.update_deployment(plan.deployment)
+    if plan.service is not None:
+        rt.kube.ensure_service(plan.service)
+    if plan.changed:
+        rt.kube.patch_status(MODEL_DEPLOYMENTS, namespace, meta["name"], plan.status)
+    if plan.event is not None:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, obj)),
+            type=plan.event.type,
+            reason=plan.event.reason,
+            message=plan.event.message[:1000],
+        )
+
+
+def _deployments_of_run(namespace: str, run: str) -> list[JSON]:
+    items = runtime().kube.list_custom(MODEL_DEPLOYMENTS, namespace)
+    return [
+        md
+        for md in items
+        if (((md.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name") == run
+    ]
+
+
+@kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
+def model_deployment_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    obj = dict(body)
+    guard(lambda: reconcile_model_deployment(obj, logger))
+
+
+@kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=30, initial_delay=5)
+def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    obj = dict(body)
+    guard(lambda: reconcile_model_deployment(obj, logger))
+
+
+@kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
+def training_run_model_changed(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """A TrainingRun's model may have changed: reconcile the ModelDeployments serving it."""
+    if type == "DELETED" or not (body.get("status") or {}).get("model"):
+        return
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+
+    def work() -> None:
+        for md in _deployments_of_run(namespace, name):
+            reconcile_model_deployment(md, logger)
+
+    guard(work)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
+def predictor_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """The predictor Deployment moved (pods ready, rollout progressed): update its owner's status."""
+    owner = next((o for o in body.metadata.get("ownerReferences") or [] if o.get("controller")), None)
+    if owner is None or owner.get("kind") != "ModelDeployment":
+        return
+    namespace = body.metadata.namespace or ""
+
+    def work() -> None:
+        parent = runtime().kube.get_custom(MODEL_DEPLOYMENTS, namespace, owner["name"])
+        if parent is not None and parent["metadata"].get("uid") == owner.get("uid"):
+            reconcile_model_deployment(parent, logger)
+
+    guard(work)

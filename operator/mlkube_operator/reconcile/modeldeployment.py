@@ -1,0 +1,293 @@
+"""Plan a ModelDeployment: serve the model of a Succeeded TrainingRun behind a Service.
+
+The serving Deployment is fully derived from (spec, the TrainingRun's model, settings),
+so comparing the desired pod template with the live one is enough to know whether a
+rollout is needed; the model's sha256 travels as an annotation and a flag so a pod can
+only ever load the exact bytes the TrainingRun recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .. import constants as C
+from ..api.common import ConditionStatus
+from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, ServedModel, StrategyType
+from ..api.trainingrun import TrainingRunStatus
+from ..api.validation import InvalidSpecError, parse_model
+from ..settings import Settings
+from .conditions import get_condition, set_condition
+from .dataset import Event
+from .naming import child_name, labels, owner_reference
+
+JSON = dict[str, Any]
+TEMPLATE_HASH = "mlkube.io/template-hash"
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    status: JSON
+    deployment: JSON | None = None  # desired Deployment (create, or replace its spec when the hash differs)
+    service: JSON | None = None
+    event: Event | None = None
+    changed: bool = True
+
+
+def predictor_name(name: str) -> str:
+    return child_name(name, "predictor")
+
+
+def served_model(run_name: str, run: JSON | None) -> tuple[ServedModel | None, str]:
+    """The model a TrainingRun offers, or why it offers none."""
+    if run is None:
+        return None, f"TrainingRun {run_name} does not exist"
+    status = TrainingRunStatus.model_validate(run.get("status") or {})
+    cond = get_condition(status.conditions, C.SUCCEEDED)
+    if status.model is None:
+        why = f"{cond.reason}: {cond.message}" if cond else "not reconciled yet"
+        return None, f"TrainingRun {run_name} has no model ({why})"
+    # When a newer generation is training or failed, status still holds the last good model.
+    model = status.model
+    return (
+        ServedModel(
+            training_run=run_name, uri=model.uri, sha256=model.sha256, dataset_hash=model.dataset_hash
+        ),
+        "",
+    )
+
+
+def _reference_profile(run: JSON) -> str | None:
+    """profile.json of the dataset the model was trained on (same directory as its data.csv)."""
+    spec = run.get("spec") or {}
+    ds = (spec.get("datasetRef") or {}).get("name")
+    model = ((run.get("status") or {}).get("model")) or {}
+    if not ds or not model.get("datasetHash"):
+        return None
+    namespace = run["metadata"]["namespace"]
+    return f"{C.ARTIFACT_MOUNT}/datasets/{namespace}/{ds}/{model['datasetHash']}/profile.json"
+
+
+def build_predictor(
+    obj: JSON, spec: ModelDeploymentSpec, model: ServedModel, profile: str | None, settings: Settings
+) -> JSON:
+    """The serving Deployment (pure). Pods bind their own IP (downward API), as every pod may."""
+    meta = obj["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    selector = {
+        C.LABEL_INSTANCE: name,
+        C.LABEL_COMPONENT: C.COMPONENT_PREDICTOR,
+        C.LABEL_MODEL_DEPLOYMENT: name,
+    }
+    pod_labels = labels(name, C.COMPONENT_PREDICTOR, {C.LABEL_MODEL_DEPLOYMENT: name})
+    args = [
+        "--model-uri",
+        model.uri.removeprefix("file://"),
+        "--model-sha256",
+        model.sha256,
+        "--name",
+        name,
+        "--port",
+        str(spec.serving.port),
+        "--max-batch-size",
+        str(spec.serving.max_batch_size),
+    ]
+    if profile:
+        args += ["--reference-profile", profile]
+    container: JSON = {
+        "name": "server",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "mlkube_serving"],
+        "args": args,
+        "env": [
+            {"name": "MLKUBE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"name": C.SERVING_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": C.SERVING_PORT_NAME},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": C.SERVING_PORT_NAME},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
+    template: JSON = {
+        "metadata": {
+            "labels": pod_labels,
+            "annotations": {
+                C.ANNOTATION_MODEL_SHA: model.sha256,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.serving.port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 30,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "artifacts",
+                    "persistentVolumeClaim": {"claimName": settings.artifact_pvc, "readOnly": True},
+                },
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+    digest = hashlib.sha256(json.dumps([spec.replicas, template], sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": predictor_name(name),
+            "namespace": namespace,
+            "labels": dict(pod_labels),
+            "annotations": {TEMPLATE_HASH: digest},
+            "ownerReferences": [owner_reference(obj["apiVersion"], obj["kind"], name, meta["uid"])],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": template,
+        },
+    }
+
+
+def build_service(obj: JSON, spec: ModelDeploymentSpec) -> JSON:
+    meta = obj["metadata"]
+    name = meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels(name, C.COMPONENT_PREDICTOR, {C.LABEL_MODEL_DEPLOYMENT: name}),
+            "ownerReferences": [owner_reference(obj["apiVersion"], obj["kind"], name, meta["uid"])],
+        },
+        "spec": {
+            "selector": {
+                C.LABEL_INSTANCE: name,
+                C.LABEL_COMPONENT: C.COMPONENT_PREDICTOR,
+                C.LABEL_MODEL_DEPLOYMENT: name,
+            },
+            "ports": [
+                {
+                    "name": C.SERVING_PORT_NAME,
+                    "port": 80,
+                    "targetPort": C.SERVING_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _deployment_state(deployment: JSON | None, desired_hash: str, replicas: int) -> tuple[bool, int, str]:
+    """(rolled out and available, ready replicas, progress message) of the live Deployment."""
+    if deployment is None:
+        return False, 0, "creating the predictor Deployment"
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    if (meta.get("annotations") or {}).get(TEMPLATE_HASH) != desired_hash:
+        return False, ready, "updating the predictor Deployment"
+    observed = status.get("observedGeneration") == meta.get("generation")
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    done = observed and updated == replicas and available == replicas and total == replicas
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, ready, f"rollout stalled: {cond.get('message', '')}"
+    return done, ready, f"{updated}/{replicas} updated, {available}/{replicas} available"
+
+
+def plan_model_deployment(
+    obj: JSON, run: JSON | None, deployment: JSON | None, now: datetime, settings: Settings
+) -> ServingPlan:
+    meta = obj["metadata"]
+    generation = int(meta["generation"])
+    old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
+    new = old.model_copy(deep=True)
+    new.observed_generation = generation
+
+    def cond(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        new.conditions = set_condition(new.conditions, type_, status, reason, message, now, generation)
+
+    def finish(
+        event: Event | None, deployment: JSON | None = None, service: JSON | None = None
+    ) -> ServingPlan:
+        status = new.model_dump(mode="json", by_alias=True)
+        changed = status != old.model_dump(mode="json", by_alias=True)
+        prev, cur = get_condition(old.conditions, C.READY), get_condition(new.conditions, C.READY)
+        transition = prev is None or cur is None or (prev.status, prev.reason) != (cur.status, cur.reason)
+        return ServingPlan(status, deployment, service, event if transition else None, changed)
+
+    try:
+        spec = parse_model(ModelDeploymentSpec, obj.get("spec"))
+    except InvalidSpecError as err:
+        cond(C.READY, ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
+        return finish(Event("Warning", C.REASON_INVALID_SPEC, err.message))
+    if spec.strategy.type is StrategyType.CANARY:
+        msg = "spec.strategy.type: Canary is not supported by this operator version yet; use Rolling"
+        cond(C.READY, ConditionStatus.FALSE, C.REASON_UNSUPPORTED, msg)
+        return finish(Event("Warning", C.REASON_UNSUPPORTED, msg))
+
+    run_name = spec.model.training_run_ref.name
+    model, why = served_model(run_name, run)
+    if model is None or run is None:
+        cond(C.READY, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, why)
+        cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, why)
+        return finish(Event("Normal", C.REASON_MODEL_NOT_READY, why))
+
+    desired = build_predictor(obj, spec, model, _reference_profile(run), settings)
+    service = build_service(obj, spec)
+    desired_hash = desired["metadata"]["annotations"][TEMPLATE_HASH]
+    done, ready, progress = _deployment_state(deployment, desired_hash, spec.replicas)
+    new.replicas = spec.replicas
+    new.ready_replicas = ready
+    is_new = new.current_model is None or new.current_model.sha256 != model.sha256
+    if done:
+        if is_new:
+            new.previous_model, new.current_model = new.current_model, model
+        new.candidate_model = None
+        msg = f"Serving {run_name} (sha256 {model.sha256[:12]}) on {ready}/{spec.replicas} ready replicas"
+        cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_ROLLOUT_COMPLETE, progress)
+        cond(C.READY, ConditionStatus.TRUE, C.REASON_SERVING, msg)
+        return finish(Event("Normal", C.REASON_SERVING, msg), desired, service)
+    new.candidate_model = model if is_new else None
+    msg = f"Rolling out {run_name} (sha256 {model.sha256[:12]}): {progress}"
+    cond(C.PROGRESSING, ConditionStatus.TRUE, C.REASON_ROLLING_OUT, msg)
+    ready_cond = get_condition(new.conditions, C.READY)
+    if ready_cond is None or ready_cond.status is not ConditionStatus.TRUE or ready == 0:
+        cond(C.READY, ConditionStatus.FALSE, C.REASON_ROLLING_OUT, msg)
+    return finish(Event("Normal", C.REASON_ROLLING_OUT, msg), desired, service)

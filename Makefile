@@ -34,19 +34,23 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) control-plane
+# The control-plane directory (which also holds a kubectl of the same release) goes
+# first on PATH, so tests never depend on whatever kubectl the machine has.
+CP_PATH = PATH="$$(bash scripts/build-control-plane.sh | tail -n 1):$$PATH"
+
+test: $(STAMP)
 	$(BIN)/python -m mlkube_operator.crdgen --check
 	$(MAKE) --no-print-directory lint typecheck imports
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving
 
-demo: $(STAMP) control-plane
-	bash scripts/demo.sh
+demo: $(STAMP)
+	$(CP_PATH) bash scripts/demo.sh
 
-dev-up: $(STAMP) control-plane
-	$(BIN)/mlkube dev up
+dev-up: $(STAMP)
+	$(CP_PATH) $(BIN)/mlkube dev up
 
 dev-down: $(STAMP)
 	$(BIN)/mlkube dev down

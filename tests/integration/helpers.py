@@ -1,0 +1,103 @@
+"""Small helpers for tests that drive the dev cluster through kubectl and the API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+
+T = TypeVar("T")
+
+
+def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result.stdout + (result.stderr if not check else "")
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll until fn returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def get_cr(api: kubernetes.client.ApiClient, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    try:
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(
+            "mlkube.io", "v1alpha1", namespace, plural, name
+        )
+    except kubernetes.client.exceptions.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    return obj
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def wait_condition(
+    api: kubernetes.client.ApiClient,
+    plural: str,
+    namespace: str,
+    name: str,
+    type_: str,
+    statuses: tuple[str, ...] = ("True", "False"),
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Wait until the condition reaches one of `statuses` for the current generation."""
+
+    def settled() -> dict[str, Any] | None:
+        obj = get_cr(api, plural, namespace, name)
+        cond = condition(obj, type_)
+        if (
+            obj
+            and cond
+            and cond["status"] in statuses
+            and cond.get("observedGeneration") == obj["metadata"]["generation"]
+        ):
+            return obj
+        return None
+
+    return wait_for(settled, timeout, f"{plural}/{name} condition {type_} in {statuses}")
+
+
+def jobs_of(api: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    batch = kubernetes.client.BatchV1Api(api)
+    data = json.loads(
+        batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False).data
+    )
+    return list(data["items"])
+
+
+def artifact_host_path(api: kubernetes.client.ApiClient, namespace: str, uri: str, mount: str) -> Path:
+    """Where a file:// artifact URI lives on this machine: the PVC's bound PV directory."""
+    core = kubernetes.client.CoreV1Api(api)
+    pvc = core.read_namespaced_persistent_volume_claim("mlkube-artifacts", namespace)
+    pv = core.read_persistent_volume(pvc.spec.volume_name)
+    relative = uri.removeprefix("file://").removeprefix(mount).lstrip("/")
+    return Path(pv.spec.host_path.path) / relative

@@ -1,0 +1,63 @@
+"""Run the real operator (`kopf run -m mlkube_operator.handlers`) as a child process.
+
+Tests start, kill and restart it exactly as a Deployment would: a separate process
+with a kubeconfig, no shared memory with the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: str, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        kopf = str(Path(sys.executable).with_name("kopf"))
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [kopf, "run", "-m", "mlkube_operator.handlers", "--all-namespaces", "--standalone"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to tidy up, as in a node crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        time.sleep(0.2)
+        self.start()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))

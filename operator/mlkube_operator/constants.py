@@ -32,6 +32,7 @@ LABEL_DATASET: Final = "mlkube.io/dataset"
 LABEL_TRAINING_RUN: Final = "mlkube.io/trainingrun"
 LABEL_GENERATION: Final = "mlkube.io/generation"
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+ANNOTATION_DATASET_HASH: Final = "mlkube.io/dataset-hash"
 
 COMPONENT_PROFILE: Final = "dataset-profile"
 COMPONENT_TRAINING: Final = "training"

@@ -16,6 +16,10 @@ class TemporaryFailure(Exception):
         self.delay = delay
 
 
+class Conflict(TemporaryFailure):
+    """The object changed while we reconciled it; the change itself triggers a fresh reconcile."""
+
+
 class PermanentFailure(Exception):
     """Retrying cannot help: the request itself is wrong."""
 

@@ -134,7 +134,7 @@ def test_http_configmap_and_builtin_sources(
         "kind": "ConfigMap",
         "metadata": {"name": "tiny"},
         "data": {
-            "data.csv": "a,b,colour,y\n"
+            "data.csv": "a,b,colour,outcome\n"
             + "".join(f"{i},{i * 2.5},{'red' if i % 3 else 'blue'},{i % 2}\n" for i in range(40))
         },
     }

@@ -307,3 +307,12 @@ def test_child_names_are_bounded_and_deterministic() -> None:
     name = child_name(long, "train-12")
     assert len(name) <= 63 and name.endswith("-train-12") and name == child_name(long, "train-12")
     assert child_name(long, "train-12") != child_name("b" * 80, "train-12")
+
+
+def test_dataset_hash_comes_from_the_job_even_with_a_stale_status() -> None:
+    created = plan_training_run(run(), ready_dataset(), JobView(JobPhase.MISSING), NOW, SETTINGS)
+    assert created.create is not None
+    annotations = created.create["metadata"]["annotations"]
+    assert annotations[C.ANNOTATION_DATASET_HASH] == HASH
+    stale = plan_training_run(run(), None, JobView(JobPhase.RUNNING, annotations=annotations), NOW, SETTINGS)
+    assert stale.status["datasetHash"] == HASH

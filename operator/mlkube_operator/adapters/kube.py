@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from .. import constants as C
-from ..errors import TemporaryFailure, classify_http
+from ..errors import Conflict, TemporaryFailure, classify_http
 from ..reconcile.naming import labels
 from ..settings import Settings
 
@@ -65,17 +65,29 @@ class Kube:
         data = self._call(self.custom.list_namespaced_custom_object, C.GROUP, C.VERSION, namespace, plural)
         return list((data or {}).get("items") or [])
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: JSON) -> None:
-        body = {"status": status}
-        self._call(
-            self.custom.patch_namespaced_custom_object_status,
-            C.GROUP,
-            C.VERSION,
-            namespace,
-            plural,
-            name,
-            body,
-        )
+    def patch_status(self, plural: str, obj: JSON, status: JSON) -> None:
+        """Write the whole status, guarded by the resourceVersion it was computed from.
+
+        A reconcile that started from a stale copy gets 409 (a TemporaryFailure) instead
+        of overwriting what a newer reconcile wrote; the write that made it stale has
+        already triggered a fresh reconcile.
+        """
+        meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                C.GROUP, C.VERSION, meta["namespace"], plural, meta["name"], body, _preload_content=False
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise Conflict(
+                    f"{plural}/{meta['name']} changed meanwhile; reconciling again", delay=1
+                ) from err
+            if err.status == 404:
+                return
+            raise classify_http(err.status, _reason(err)) from err
+        except (HTTPError, OSError) as err:
+            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
 
     def get_job(self, namespace: str, name: str) -> JSON | None:
         return self._call(self.batch.read_namespaced_job, name, namespace)

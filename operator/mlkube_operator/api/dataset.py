@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from .common import ApiModel, Conditions, ConfigMapKeyReference, StatusModel
 
@@ -81,14 +81,16 @@ class DatasetSpec(ApiModel):
     validation: ValidationRules = Field(default_factory=ValidationRules)
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
 
-    @model_validator(mode="after")
-    def _target_not_a_feature(self) -> Self:
-        if self.features is not None:
-            if self.target in self.features:
-                raise ValueError(f"features must not include the target column {self.target!r}")
-            if len(set(self.features)) != len(self.features):
-                raise ValueError("features must not repeat a column")
-        return self
+    @field_validator("features")
+    @classmethod
+    def _target_not_a_feature(cls, features: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if features is not None:
+            target = info.data.get("target")
+            if target in features:
+                raise ValueError(f"must not include the target column {target!r}")
+            if len(set(features)) != len(features):
+                raise ValueError("must not repeat a column")
+        return features
 
 
 class ColumnSchema(StatusModel):

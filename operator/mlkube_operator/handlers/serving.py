@@ -39,7 +39,7 @@ def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     if plan.service is not None:
         rt.kube.ensure_service(plan.service)
     if plan.changed:
-        rt.kube.patch_status(MODEL_DEPLOYMENTS, namespace, meta["name"], plan.status)
+        rt.kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
     if plan.event is not None:
         kopf.event(
             kopf.Body(cast(kopf.RawBody, obj)),
@@ -63,13 +63,13 @@ def model_deployment_event(type: str, body: kopf.Body, logger: kopf.Logger, **_:
     if type == "DELETED":
         return
     obj = dict(body)
-    guard(lambda: reconcile_model_deployment(obj, logger))
+    guard(lambda: reconcile_model_deployment(obj, logger), logger)
 
 
 @kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=30, initial_delay=5)
 def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     obj = dict(body)
-    guard(lambda: reconcile_model_deployment(obj, logger))
+    guard(lambda: reconcile_model_deployment(obj, logger), logger)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
@@ -83,7 +83,7 @@ def training_run_model_changed(type: str, body: kopf.Body, logger: kopf.Logger, 
         for md in _deployments_of_run(namespace, name):
             reconcile_model_deployment(md, logger)
 
-    guard(work)
+    guard(work, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
@@ -99,4 +99,4 @@ def predictor_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -
         if parent is not None and parent["metadata"].get("uid") == owner.get("uid"):
             reconcile_model_deployment(parent, logger)
 
-    guard(work)
+    guard(work, logger)

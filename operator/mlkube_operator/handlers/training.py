@@ -11,7 +11,7 @@ import kopf
 from .. import constants as C
 from ..adapters.kube import Kube
 from ..api.trainingrun import TrainingRunStatus
-from ..errors import PermanentFailure, TemporaryFailure
+from ..errors import Conflict, PermanentFailure, TemporaryFailure
 from ..reconcile.dataset import Plan, plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, view_job
 from ..reconcile.trainingrun import is_settled as run_settled
@@ -22,10 +22,12 @@ JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
 
 
-def guard(fn: Callable[[], None]) -> None:
+def guard(fn: Callable[[], None], logger: kopf.Logger) -> None:
     """Map adapter failures to kopf's retry semantics, in one place."""
     try:
         fn()
+    except Conflict as err:
+        logger.debug("%s", err)
     except TemporaryFailure as err:
         raise kopf.TemporaryError(str(err), delay=err.delay) from err
     except PermanentFailure as err:
@@ -49,7 +51,7 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
         if kube.create_job(plan.create):
             logger.info("Created Job %s", plan.create["metadata"]["name"])
     if plan.changed:
-        kube.patch_status(plural, meta["namespace"], meta["name"], plan.status)
+        kube.patch_status(plural, obj, plan.status)
     if plan.event is not None:
         kopf.event(
             kopf.Body(cast(kopf.RawBody, obj)),
@@ -102,7 +104,7 @@ def dataset_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> 
         for run in _waiting_runs(runtime().kube, meta["namespace"], meta["name"]):
             reconcile_training_run(run, logger)
 
-    guard(work)
+    guard(work, logger)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
@@ -110,19 +112,19 @@ def training_run_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any
     if type == "DELETED":
         return
     obj = dict(body)
-    guard(lambda: reconcile_training_run(obj, logger))
+    guard(lambda: reconcile_training_run(obj, logger), logger)
 
 
 @kopf.timer(C.GROUP, C.VERSION, DATASETS, interval=30, initial_delay=5)
 def dataset_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     obj = dict(body)
-    guard(lambda: reconcile_dataset(obj, logger))
+    guard(lambda: reconcile_dataset(obj, logger), logger)
 
 
 @kopf.timer(C.GROUP, C.VERSION, TRAINING_RUNS, interval=30, initial_delay=5)
 def training_run_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     obj = dict(body)
-    guard(lambda: reconcile_training_run(obj, logger))
+    guard(lambda: reconcile_training_run(obj, logger), logger)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
@@ -147,4 +149,4 @@ def job_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
         else:
             reconcile_training_run(parent, logger)
 
-    guard(work)
+    guard(work, logger)

@@ -132,7 +132,7 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
         ready(ConditionStatus.UNKNOWN, C.REASON_PROFILING, msg)
-        return _finish(old, new, None)
+        return _finish(old, new, Event("Normal", C.REASON_PROFILING, msg))
 
     result = job.result or {}
     if job.phase is JobPhase.SUCCEEDED and result.get("ok") and result.get("contentHash"):

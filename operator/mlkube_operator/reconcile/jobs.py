@@ -35,7 +35,7 @@ class JobView:
     start_time: str | None = None
     completion_time: str | None = None
     failed_pods: int = 0
-    extra: JSON = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _condition(job: JSON, type_: str) -> JSON | None:
@@ -74,6 +74,7 @@ def view_job(job: JSON | None, pods: list[JSON]) -> JobView:
     if job is None:
         return JobView(JobPhase.MISSING)
     status = job.get("status") or {}
+    notes = dict((job.get("metadata") or {}).get("annotations") or {})
     start, done = status.get("startTime"), status.get("completionTime")
     finished = sorted(
         ((t.get("finishedAt") or "", t, p) for p in pods if (t := _terminated(p)) is not None),
@@ -104,8 +105,11 @@ def view_job(job: JSON | None, pods: list[JSON]) -> JobView:
             start_time=start,
             completion_time=status.get("completionTime") or failed.get("lastTransitionTime"),
             failed_pods=int(status.get("failed") or 0),
+            annotations=notes,
         )
-    return JobView(JobPhase.RUNNING, start_time=start, failed_pods=int(status.get("failed") or 0))
+    return JobView(
+        JobPhase.RUNNING, start_time=start, failed_pods=int(status.get("failed") or 0), annotations=notes
+    )
 
 
 def build_job(
@@ -120,6 +124,7 @@ def build_job(
     deadline_seconds: int,
     resources: Resources | None = None,
     config_map: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> JSON:
     """A hardened batch/v1 Job running one mlkube entrypoint (pure)."""
     volumes: list[JSON] = [
@@ -159,6 +164,7 @@ def build_job(
             "name": name,
             "namespace": namespace,
             "labels": dict(labels),
+            "annotations": dict(annotations or {}),
             "ownerReferences": [owner],
         },
         "spec": {

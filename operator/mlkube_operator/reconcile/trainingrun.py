@@ -117,6 +117,7 @@ def build_training_job(
         backoff_limit=spec.backoff_limit,
         deadline_seconds=spec.active_deadline_seconds,
         resources=spec.resources,
+        annotations={C.ANNOTATION_DATASET_HASH: content_hash},
     )
 
 
@@ -172,6 +173,8 @@ def plan_training_run(
         return _finish(old, new, Event("Normal", C.REASON_TRAINING, msg), create)
 
     new.job_name = job_name
+    # The Job, not a possibly stale status, says which dataset bytes it trains on.
+    new.dataset_hash = job.annotations.get(C.ANNOTATION_DATASET_HASH) or new.dataset_hash
     if job.start_time:
         new.start_time = datetime.fromisoformat(job.start_time.replace("Z", "+00:00"))
     if job.phase is JobPhase.RUNNING:
@@ -179,7 +182,7 @@ def plan_training_run(
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
         succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
-        return _finish(old, new, None)
+        return _finish(old, new, Event("Normal", C.REASON_TRAINING, msg))
 
     result = job.result or {}
     if job.completion_time:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes
 
-T = TypeVar("T")
+from mlkube_operator.devcluster.testing import wait_for
 
 
 def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -26,18 +24,6 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool =
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
     return result.stdout + (result.stderr if not check else "")
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll until fn returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def get_cr(api: kubernetes.client.ApiClient, plural: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -123,3 +123,14 @@ def test_canary_is_reported_unsupported_not_ignored() -> None:
     assert plan.deployment is None
     ready = cond(plan.status, C.READY)
     assert ready["reason"] == "Unsupported" and "spec.strategy.type" in ready["message"]
+
+
+def test_losing_the_training_run_keeps_serving() -> None:
+    first = plan_model_deployment(md(), run(), None, NOW, S)
+    assert first.deployment is not None
+    done = plan_model_deployment(md(status=first.status), run(), live(first.deployment, 2), NOW, S)
+    orphaned = plan_model_deployment(md(status=done.status), None, live(first.deployment, 2), NOW, S)
+    assert orphaned.deployment is None  # the live Deployment is left as it is
+    assert cond(orphaned.status, C.READY)["status"] == "True"
+    progressing = cond(orphaned.status, C.PROGRESSING)
+    assert progressing["reason"] == "ModelNotReady" and "still serving iris-rf" in progressing["message"]

@@ -265,6 +265,11 @@ def plan_model_deployment(
     run_name = spec.model.training_run_ref.name
     model, why = served_model(run_name, run)
     if model is None or run is None:
+        if new.current_model is not None and deployment is not None:
+            # Losing the TrainingRun (or its status) must not take down what already serves.
+            msg = f"{why}; still serving {new.current_model.training_run} (sha256 {new.current_model.sha256[:12]})"
+            cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, msg)
+            return finish(Event("Warning", C.REASON_MODEL_NOT_READY, msg))
         cond(C.READY, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, why)
         cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, why)
         return finish(Event("Normal", C.REASON_MODEL_NOT_READY, why))

@@ -12,8 +12,9 @@ from .. import constants as C
 from ..adapters.kube import Kube
 from ..api.trainingrun import TrainingRunStatus
 from ..errors import Conflict, PermanentFailure, TemporaryFailure
-from ..reconcile.dataset import Plan, plan_dataset, profile_job_name
+from ..reconcile.dataset import plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, view_job
+from ..reconcile.plan import Plan
 from ..reconcile.trainingrun import is_settled as run_settled
 from ..reconcile.trainingrun import plan_training_run, training_job_name
 from .lifecycle import runtime

@@ -7,7 +7,6 @@ so deleting a finished Job or restarting the operator does not repeat work.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,25 +19,11 @@ from ..settings import Settings
 from .conditions import get_condition, set_condition
 from .jobs import JobPhase, JobView, build_job
 from .naming import child_name, labels, owner_reference
+from .plan import Event, Plan, finish
 
 JSON = dict[str, Any]
 
 PERMANENT_REASONS = {C.REASON_VALIDATION_FAILED, C.REASON_SOURCE_UNAVAILABLE, C.REASON_INVALID_SPEC}
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    status: JSON  # the whole status, camelCase, as it must be written
-    create: JSON | None = None  # a child to create (409 means it exists: fine)
-    event: Event | None = None
-    changed: bool = True
 
 
 def profile_job_name(name: str, generation: int) -> str:
@@ -90,14 +75,6 @@ def build_profile_job(obj: JSON, spec: DatasetSpec, settings: Settings) -> JSON:
     )
 
 
-def _finish(old: DatasetStatus, new: DatasetStatus, event: Event | None, create: JSON | None = None) -> Plan:
-    status = new.model_dump(mode="json", by_alias=True)
-    changed = status != old.model_dump(mode="json", by_alias=True)
-    prev, cur = get_condition(old.conditions, C.READY), get_condition(new.conditions, C.READY)
-    transition = prev is None or cur is None or (prev.status, prev.reason) != (cur.status, cur.reason)
-    return Plan(status=status, create=create, event=event if transition else None, changed=changed)
-
-
 def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> Plan:
     """Decide the Dataset's status and whether its profile Job must be created (pure)."""
     meta = obj["metadata"]
@@ -114,7 +91,7 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
     except InvalidSpecError as err:
         ready(ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
         new.job_name = None
-        return _finish(old, new, Event("Warning", C.REASON_INVALID_SPEC, err.message))
+        return finish(old, new, C.READY, Event("Warning", C.REASON_INVALID_SPEC, err.message))
 
     if is_settled(old, generation):
         return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
@@ -124,15 +101,14 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
     if job.phase is JobPhase.MISSING:
         msg = f"Profiling generation {generation} in Job {job_name}"
         ready(ConditionStatus.UNKNOWN, C.REASON_PROFILING, msg)
-        return _finish(
-            old, new, Event("Normal", C.REASON_PROFILING, msg), build_profile_job(obj, spec, settings)
-        )
+        create = build_profile_job(obj, spec, settings)
+        return finish(old, new, C.READY, Event("Normal", C.REASON_PROFILING, msg), create)
     if job.phase is JobPhase.RUNNING:
         msg = f"Profiling generation {generation} in Job {job_name}"
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
         ready(ConditionStatus.UNKNOWN, C.REASON_PROFILING, msg)
-        return _finish(old, new, Event("Normal", C.REASON_PROFILING, msg))
+        return finish(old, new, C.READY, Event("Normal", C.REASON_PROFILING, msg))
 
     result = job.result or {}
     if job.phase is JobPhase.SUCCEEDED and result.get("ok") and result.get("contentHash"):
@@ -150,7 +126,7 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
         new.profiled_time = now
         msg = f"{new.rows} rows, {new.columns} columns, contentHash {content_hash[:12]}"
         ready(ConditionStatus.TRUE, C.REASON_PROFILED, msg)
-        return _finish(old, new, Event("Normal", C.REASON_PROFILED, msg))
+        return finish(old, new, C.READY, Event("Normal", C.REASON_PROFILED, msg))
 
     if job.phase is JobPhase.SUCCEEDED:
         reason, msg = C.REASON_PROFILING_FAILED, f"Job {job_name} succeeded but reported no result"
@@ -171,4 +147,4 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
     ):
         setattr(new, stale, None)
     ready(ConditionStatus.FALSE, reason, msg)
-    return _finish(old, new, Event("Warning", reason, msg))
+    return finish(old, new, C.READY, Event("Warning", reason, msg))

@@ -21,8 +21,8 @@ from ..api.trainingrun import TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition
-from .dataset import Event
 from .naming import child_name, labels, owner_reference
+from .plan import Event, transitioned
 
 JSON = dict[str, Any]
 TEMPLATE_HASH = "mlkube.io/template-hash"
@@ -248,9 +248,8 @@ def plan_model_deployment(
     ) -> ServingPlan:
         status = new.model_dump(mode="json", by_alias=True)
         changed = status != old.model_dump(mode="json", by_alias=True)
-        prev, cur = get_condition(old.conditions, C.READY), get_condition(new.conditions, C.READY)
-        transition = prev is None or cur is None or (prev.status, prev.reason) != (cur.status, cur.reason)
-        return ServingPlan(status, deployment, service, event if transition else None, changed)
+        moved = transitioned(old.conditions, new.conditions, C.READY)
+        return ServingPlan(status, deployment, service, event if moved else None, changed)
 
     try:
         spec = parse_model(ModelDeploymentSpec, obj.get("spec"))

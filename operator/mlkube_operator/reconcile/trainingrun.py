@@ -20,10 +20,10 @@ from ..api.trainingrun import ModelArtifact, TrainingRunSpec, TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition
-from .dataset import Event, Plan
 from .dataset import is_settled as _dataset_settled
 from .jobs import JobPhase, JobView, build_job
 from .naming import child_name, labels, owner_reference
+from .plan import Event, Plan, finish
 
 JSON = dict[str, Any]
 
@@ -121,16 +121,6 @@ def build_training_job(
     )
 
 
-def _finish(
-    old: TrainingRunStatus, new: TrainingRunStatus, event: Event | None, create: JSON | None = None
-) -> Plan:
-    status = new.model_dump(mode="json", by_alias=True)
-    changed = status != old.model_dump(mode="json", by_alias=True)
-    prev, cur = get_condition(old.conditions, C.SUCCEEDED), get_condition(new.conditions, C.SUCCEEDED)
-    transition = prev is None or cur is None or (prev.status, prev.reason) != (cur.status, cur.reason)
-    return Plan(status=status, create=create, event=event if transition else None, changed=changed)
-
-
 def _metrics_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
@@ -153,7 +143,7 @@ def plan_training_run(
         check_estimator(spec, settings)
     except InvalidSpecError as err:
         succeeded(ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
-        return _finish(old, new, Event("Warning", C.REASON_INVALID_SPEC, err.message))
+        return finish(old, new, C.SUCCEEDED, Event("Warning", C.REASON_INVALID_SPEC, err.message))
 
     if is_settled(old, generation):
         return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
@@ -163,14 +153,14 @@ def plan_training_run(
         ds_status, why = dataset_readiness(dataset, spec.dataset_ref.name)
         if ds_status is None:
             succeeded(ConditionStatus.UNKNOWN, C.REASON_DATASET_NOT_READY, f"Waiting: {why}")
-            return _finish(old, new, Event("Normal", C.REASON_DATASET_NOT_READY, why))
+            return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_DATASET_NOT_READY, why))
         new.job_name = job_name
         new.dataset_hash = ds_status.content_hash
         new.start_time = None
         msg = f"Training generation {generation} in Job {job_name} on dataset {spec.dataset_ref.name}@{(ds_status.content_hash or '')[:12]}"
         succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
         create = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings)
-        return _finish(old, new, Event("Normal", C.REASON_TRAINING, msg), create)
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINING, msg), create)
 
     new.job_name = job_name
     # The Job, not a possibly stale status, says which dataset bytes it trains on.
@@ -182,7 +172,7 @@ def plan_training_run(
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
         succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
-        return _finish(old, new, Event("Normal", C.REASON_TRAINING, msg))
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINING, msg))
 
     result = job.result or {}
     if job.completion_time:
@@ -209,7 +199,7 @@ def plan_training_run(
         )
         msg = f"Trained in Job {job_name}: {_metrics_text(new.metrics or {})}"
         succeeded(ConditionStatus.TRUE, C.REASON_TRAINED, msg)
-        return _finish(old, new, Event("Normal", C.REASON_TRAINED, msg))
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINED, msg))
 
     if job.phase is JobPhase.SUCCEEDED:
         reason, msg = C.REASON_TRAINING_FAILED, f"Job {job_name} succeeded but reported no model"
@@ -222,4 +212,4 @@ def plan_training_run(
         detail = str(result.get("message") or "")
         msg = f"Job {job_name} failed ({job.failure_reason}): {detail or job.failure_message}"
     succeeded(ConditionStatus.FALSE, reason, msg)
-    return _finish(old, new, Event("Warning", reason, msg))
+    return finish(old, new, C.SUCCEEDED, Event("Warning", reason, msg))

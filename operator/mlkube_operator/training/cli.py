@@ -25,13 +25,14 @@ from mlkube_operator.api.validation import InvalidSpecError, parse_model
 from .contract import (
     DEFAULT_ALLOWED_PREFIXES,
     DEFAULT_SOURCE_TIMEOUT_SECONDS,
+    DEFAULT_TERMINATION_LOG,
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_RETRYABLE,
     Reason,
 )
 from .errors import JobFailure
-from .termination import default_termination_log, emit
+from .termination import emit
 
 
 class _UsageError(Exception):
@@ -87,8 +88,8 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--artifact-root", required=True, type=Path, help="Root of the artifact store.")
     sub.add_argument(
         "--termination-log",
-        default=default_termination_log(),
-        help="Where to write the result (default: $MLKUBE_TERMINATION_LOG or /dev/termination-log).",
+        default=DEFAULT_TERMINATION_LOG,
+        help="Where to write the result (the container's terminationMessagePath).",
     )
 
 
@@ -156,7 +157,7 @@ def _termination_log_from(argv: Sequence[str]) -> str:
             return argv[i + 1]
         if arg.startswith("--termination-log="):
             return arg.split("=", 1)[1]
-    return default_termination_log()
+    return DEFAULT_TERMINATION_LOG
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,8 +25,6 @@ EXIT_PERMANENT: Final = constants.EXIT_PERMANENT
 # The kubelet keeps at most 4096 bytes of a container's termination message.
 TERMINATION_MESSAGE_MAX_BYTES: Final = 4096
 DEFAULT_TERMINATION_LOG: Final = constants.TERMINATION_LOG
-# Overrides the default --termination-log (for runners that cannot provide /dev/termination-log).
-TERMINATION_LOG_ENV: Final = "MLKUBE_TERMINATION_LOG"
 
 DEFAULT_ALLOWED_PREFIXES: Final = ("sklearn.",)
 DEFAULT_SOURCE_TIMEOUT_SECONDS: Final = 30.0

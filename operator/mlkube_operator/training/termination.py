@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .contract import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV, TERMINATION_MESSAGE_MAX_BYTES
+from .contract import TERMINATION_MESSAGE_MAX_BYTES
 
 # Strictly below the kubelet's limit, with room for a trailing newline.
 BUDGET_BYTES = TERMINATION_MESSAGE_MAX_BYTES - 96
@@ -25,10 +24,6 @@ BUDGET_BYTES = TERMINATION_MESSAGE_MAX_BYTES - 96
 _DROP_ORDER = ("warnings", "notes", "schema", "features", "skippedMetrics")
 _FIRST_MESSAGE_CUT = 1024
 _ELLIPSIS = "…[truncated]"
-
-
-def default_termination_log() -> str:
-    return os.environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
 
 
 def json_safe(value: Any) -> Any:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv control-plane crds lint typecheck imports unit test demo dev-up dev-down clean
+.PHONY: all venv system-deps control-plane crds lint typecheck imports unit test demo dev-up dev-down clean
 
 all: test
 
@@ -38,7 +38,14 @@ imports: $(STAMP)
 # first on PATH, so tests never depend on whatever kubectl the machine has.
 CP_PATH = PATH="$$(bash scripts/build-control-plane.sh | tail -n 1):$$PATH"
 
-test: $(STAMP)
+# Debian's prometheus package (prometheus + promtool) for the monitoring tests.
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } || \
+	  { echo "install Prometheus (Debian package 'prometheus': prometheus + promtool) to run the tests" >&2; exit 1; }
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
 	$(MAKE) --no-print-directory lint typecheck imports
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider

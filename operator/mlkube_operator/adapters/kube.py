@@ -92,11 +92,12 @@ class Kube:
     def get_job(self, namespace: str, name: str) -> JSON | None:
         return self._call(self.batch.read_namespaced_job, name, namespace)
 
-    def job_pods(self, namespace: str, job_name: str) -> list[JSON]:
-        data = self._call(
-            self.core.list_namespaced_pod, namespace, label_selector=f"{C.JOB_NAME_LABEL}={job_name}"
-        )
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        data = self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
         return list((data or {}).get("items") or [])
+
+    def job_pods(self, namespace: str, job_name: str) -> list[JSON]:
+        return self.list_pods(namespace, f"{C.JOB_NAME_LABEL}={job_name}")
 
     def create_job(self, body: JSON) -> bool:
         """Create a Job; False when it already exists (a restart or a concurrent reconcile)."""

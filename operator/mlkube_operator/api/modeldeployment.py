@@ -176,6 +176,11 @@ class ModelDeploymentStatus(StatusModel):
     replicas: int | None = None
     ready_replicas: int | None = None
     last_analysis: Analysis | None = None
-    last_action: str | None = None
+    last_action: str | None = Field(default=None, description="The last action taken on degradation, and why.")
     last_action_time: datetime | None = None
     rollbacks: int = 0
+    rolled_back_from: str | None = Field(
+        default=None,
+        description="sha256 of a model rolled back from: while the TrainingRun still offers it, pinnedModel is served.",
+    )
+    pinned_model: ServedModel | None = Field(default=None, description="The model a rollback returned to.")

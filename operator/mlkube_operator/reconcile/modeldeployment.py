@@ -60,15 +60,13 @@ def served_model(run_name: str, run: JSON | None) -> tuple[ServedModel | None, s
     )
 
 
-def _reference_profile(run: JSON) -> str | None:
-    """profile.json of the dataset the model was trained on (same directory as its data.csv)."""
-    spec = run.get("spec") or {}
-    ds = (spec.get("datasetRef") or {}).get("name")
-    model = ((run.get("status") or {}).get("model")) or {}
-    if not ds or not model.get("datasetHash"):
+def _reference_profile(run: JSON, model: ServedModel) -> str | None:
+    """profile.json of the dataset the model was trained on (beside its data.csv)."""
+    ds = ((run.get("spec") or {}).get("datasetRef") or {}).get("name")
+    if not ds or not model.dataset_hash:
         return None
     namespace = run["metadata"]["namespace"]
-    return f"{C.ARTIFACT_MOUNT}/datasets/{namespace}/{ds}/{model['datasetHash']}/profile.json"
+    return f"{C.ARTIFACT_MOUNT}/datasets/{namespace}/{ds}/{model.dataset_hash}/profile.json"
 
 
 def build_predictor(
@@ -273,7 +271,12 @@ def plan_model_deployment(
         cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_MODEL_NOT_READY, why)
         return finish(Event("Normal", C.REASON_MODEL_NOT_READY, why))
 
-    desired = build_predictor(obj, spec, model, _reference_profile(run), settings)
+    if new.rolled_back_from is not None and new.pinned_model is not None:
+        if model.sha256 == new.rolled_back_from:
+            model = new.pinned_model  # the TrainingRun still offers the model we rolled back from
+        else:
+            new.rolled_back_from, new.pinned_model = None, None  # a new model supersedes the rollback
+    desired = build_predictor(obj, spec, model, _reference_profile(run, model), settings)
     service = build_service(obj, spec)
     desired_hash = desired["metadata"]["annotations"][TEMPLATE_HASH]
     done, ready, progress = _deployment_state(deployment, desired_hash, spec.replicas)

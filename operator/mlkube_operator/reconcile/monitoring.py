@@ -1,0 +1,133 @@
+"""Turn an analysis verdict into status, Events and the configured action (pure).
+
+The verdict comes from `mlkube_operator.analysis`; this module decides what the
+ModelDeployment records (lastAnalysis, the Degraded condition) and what it does about
+it. A rollback is a status change only (`rolledBackFrom` + `pinnedModel`): the serving
+planner then rolls the pinned model out, and `spec` stays exactly what the user (or
+their GitOps tool) wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import constants as C
+from ..api.common import ConditionStatus
+from ..api.modeldeployment import (
+    Analysis,
+    DegradationAction,
+    MetricsSourceType,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Verdict,
+)
+from .conditions import get_condition, set_condition
+from .plan import Event
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MonitoringPlan:
+    status: JSON
+    changed: bool
+    events: list[Event] = field(default_factory=list)
+
+
+def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
+    if spec.monitoring.source.type is MetricsSourceType.PROMETHEUS:
+        return "spec.monitoring.source.type: Prometheus is not supported by this operator version yet; use PodScrape"
+    return None
+
+
+def analysis_due(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
+    """Monitoring is on, something is served, and the interval has passed since the last analysis."""
+    if not spec.monitoring.enabled or status.current_model is None:
+        return False
+    last = status.last_analysis
+    return last is None or (now - last.time).total_seconds() >= spec.monitoring.interval_seconds
+
+
+def _cooled_down(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
+    last = status.last_action_time
+    return last is None or (now - last).total_seconds() >= spec.on_degradation.cooldown_seconds
+
+
+def plan_monitoring(
+    obj: JSON, spec: ModelDeploymentSpec, analysis: Analysis | None, now: datetime
+) -> MonitoringPlan:
+    """Record `analysis` (None: monitoring disabled or unsupported) and act on a Degraded verdict."""
+    generation = int(obj["metadata"]["generation"])
+    old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
+    new = old.model_copy(deep=True)
+    events: list[Event] = []
+
+    def degraded(status: ConditionStatus, reason: str, message: str) -> None:
+        new.conditions = set_condition(new.conditions, C.DEGRADED, status, reason, message, now, generation)
+
+    unsupported = unsupported_source(spec)
+    if not spec.monitoring.enabled:
+        degraded(ConditionStatus.FALSE, C.REASON_MONITORING_DISABLED, "spec.monitoring.enabled is false")
+    elif unsupported is not None:
+        degraded(ConditionStatus.UNKNOWN, C.REASON_UNSUPPORTED, unsupported)
+    elif analysis is not None:
+        new.last_analysis = analysis
+        if analysis.verdict is Verdict.DEGRADED:
+            degraded(ConditionStatus.TRUE, C.REASON_THRESHOLDS_EXCEEDED, "; ".join(analysis.reasons))
+        elif analysis.verdict is Verdict.HEALTHY:
+            degraded(
+                ConditionStatus.FALSE,
+                C.REASON_HEALTHY,
+                f"{analysis.values.samples} requests within thresholds",
+            )
+        else:
+            samples = analysis.values.samples or 0
+            degraded(
+                ConditionStatus.UNKNOWN,
+                C.REASON_INSUFFICIENT_DATA,
+                f"{samples} requests in the window, {spec.monitoring.min_samples} needed for a verdict",
+            )
+
+    prev, cur = get_condition(old.conditions, C.DEGRADED), get_condition(new.conditions, C.DEGRADED)
+    if cur is not None and (prev is None or prev.status != cur.status):
+        if cur.status is ConditionStatus.TRUE:
+            events.append(Event("Warning", C.DEGRADED, cur.message))
+        elif prev is not None and prev.status is ConditionStatus.TRUE and cur.status is ConditionStatus.FALSE:
+            events.append(Event("Normal", C.REASON_RECOVERED, cur.message))
+
+    if analysis is not None and analysis.verdict is Verdict.DEGRADED and _cooled_down(old, spec, now):
+        events.extend(_act(new, spec, analysis, now))
+
+    status = new.model_dump(mode="json", by_alias=True)
+    return MonitoringPlan(status, status != old.model_dump(mode="json", by_alias=True), events)
+
+
+def _act(
+    new: ModelDeploymentStatus, spec: ModelDeploymentSpec, analysis: Analysis, now: datetime
+) -> list[Event]:
+    why = "; ".join(analysis.reasons)
+    action = spec.on_degradation.action
+    new.last_action_time = now
+    if action is DegradationAction.ROLLBACK:
+        current, previous = new.current_model, new.previous_model
+        if current is not None and previous is not None and previous.sha256 != current.sha256:
+            new.rolled_back_from = current.sha256
+            new.pinned_model = previous
+            new.rollbacks += 1
+            msg = (
+                f"Rolled back from {current.training_run} (sha256 {current.sha256[:12]}) to "
+                f"{previous.training_run} (sha256 {previous.sha256[:12]}): {why}"
+            )
+            new.last_action = msg
+            return [Event("Warning", C.REASON_ROLLED_BACK, msg)]
+        msg = f"Degraded but there is no previous model to roll back to: {why}"
+        new.last_action = msg
+        return [Event("Warning", C.REASON_ROLLBACK_IMPOSSIBLE, msg)]
+    if action is DegradationAction.RETRAIN:
+        msg = f"Retrain is not supported by this operator version yet; alerting only: {why}"
+    else:
+        msg = f"Alert: {why}"
+    new.last_action = msg
+    return [Event("Warning", "ModelDegraded", msg)]

@@ -196,6 +196,18 @@ class FeatureLevels:
         return fam
 
 
+def _bin_reference(fractions: Sequence[float]) -> list[tuple[str, float]]:
+    """Reference fractions on FeatureBins' labels: the profile's bins are "1".."N"; values
+    outside the edges and missing ones are not part of the reference, so those bins are 0."""
+    n = len(fractions)
+    return [
+        ("0", 0.0),
+        *((str(i + 1), float(f)) for i, f in enumerate(fractions)),
+        (str(n + 1), 0.0),
+        ("missing", 0.0),
+    ]
+
+
 def _edges_of(column: ColumnProfile | None) -> list[float] | None:
     if column is None or column.kind != "numeric" or not column.bin_edges:
         return None
@@ -247,6 +259,10 @@ class ServingMetrics(Collector):
         self._class_index_of: Callable[[npt.NDArray[Any]], npt.NDArray[np.intp]] | None = None
         self.ready = False
         self.task: str | None = None
+        # The profile's distributions as constant gauges, so whoever reads the counts (the
+        # operator's analysis, a Grafana panel) has the reference beside them on one scrape.
+        self.feature_reference: list[tuple[str, str, float]] = []  # (feature, bin, ratio)
+        self.prediction_reference: list[tuple[str, float]] = []  # (bin, ratio)
         self.registry.register(self)
         if with_process:
             ProcessCollector(registry=self.registry)
@@ -267,6 +283,8 @@ class ServingMetrics(Collector):
     ) -> list[str]:
         """Prepare model-dependent series; returns warnings (features the profile does not cover)."""
         notes: list[str] = []
+        self.feature_reference = []
+        self.prediction_reference = []
         self._class_index_of = class_index_of
         self.info = (sha256, version)
         self.task = task
@@ -286,6 +304,7 @@ class ServingMetrics(Collector):
                 self.prediction_bins = FeatureBins([0], ["prediction"], [edges])
         if profile is None:
             return notes
+        self.prediction_reference = self._prediction_reference(profile.target_profile)
         b_cols, b_names, b_edges = [], [], []
         l_cols, l_names, l_levels = [], [], []
         for j, name in enumerate(schema.feature_names):
@@ -308,7 +327,29 @@ class ServingMetrics(Collector):
             self.bins = FeatureBins(b_cols, b_names, b_edges)
         if l_cols:
             self.levels = FeatureLevels(l_cols, l_names, l_levels)
+        for name in b_names:
+            column = profile.feature(name)
+            if column is not None and column.fractions is not None:
+                self.feature_reference += [(name, b, r) for b, r in _bin_reference(column.fractions)]
+        for name in l_names:
+            column = profile.feature(name)
+            if column is not None and column.levels is not None:
+                self.feature_reference += [(name, lv, float(r)) for lv, r in column.levels.items()]
+                self.feature_reference += [(name, OTHER_LEVEL, 0.0), (name, MISSING_LEVEL, 0.0)]
         return notes
+
+    def _prediction_reference(self, target: ColumnProfile | None) -> list[tuple[str, float]]:
+        """The target profile on the bins/labels of mlkube_predictions_total or mlkube_prediction_bin_total."""
+        if target is None:
+            return []
+        if self.class_counts is not None:
+            if target.kind != "categorical" or not target.levels:
+                return []
+            labels = [*self.class_labels, *(lv for lv in target.levels if lv not in self.class_labels)]
+            return [(lv, float(target.levels.get(lv, 0.0))) for lv in labels]
+        if self.prediction_bins is not None and target.fractions is not None:
+            return _bin_reference(target.fractions)
+        return []
 
     # -- hot path (event loop thread only) -----------------------------------------------------
 
@@ -422,6 +463,26 @@ class ServingMetrics(Collector):
             yield self.levels.family(
                 m, "mlkube_feature_level", "Categorical input values per feature and reference level."
             )
+        if self.feature_reference:
+            ref = GaugeMetricFamily(
+                "mlkube_feature_reference_ratio",
+                "The reference profile's fraction per feature bin (numeric) or level (categorical), "
+                "on the labels of mlkube_feature_bin_total / mlkube_feature_level_total.",
+                labels=["model", "feature", "bin"],
+            )
+            for feature, label, ratio in self.feature_reference:
+                ref.add_metric([m, feature, label], ratio)
+            yield ref
+        if self.prediction_reference:
+            ref = GaugeMetricFamily(
+                "mlkube_prediction_reference_ratio",
+                "The target profile's fraction per class (mlkube_predictions_total) or bin "
+                "(mlkube_prediction_bin_total).",
+                labels=["model", "bin"],
+            )
+            for label, ratio in self.prediction_reference:
+                ref.add_metric([m, label], ratio)
+            yield ref
         fb = self.feedback.family()
         yield fb
         if self.task == "regression":

@@ -1,0 +1,103 @@
+"""Closed loop for ModelDeployments: scrape the predictors, judge, record, act.
+
+A timer looks at every ModelDeployment every few seconds; the analysis itself runs
+once per `spec.monitoring.intervalSeconds`. The scrape history lives in memory: after
+an operator restart the first window simply counts from each pod's start, which is
+what its cumulative counters hold anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from .. import constants as C
+from ..adapters.metrics import scrape_pods
+from ..analysis.counts import Counts, delta, parse_metrics, total
+from ..analysis.verdict import analyse
+from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from ..api.validation import InvalidSpecError, parse_model
+from ..reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
+from .lifecycle import runtime
+from .training import guard
+
+JSON = dict[str, Any]
+MODEL_DEPLOYMENTS = "modeldeployments"
+
+
+class History:
+    """Per ModelDeployment: (monotonic time, {pod uid: cumulative Counts}) snapshots."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[tuple[str, str], deque[tuple[float, dict[str, Counts]]]] = {}
+
+    def window(self, key: tuple[str, str], now: float, seconds: float, current: dict[str, Counts]) -> Counts:
+        """Counts of the last `seconds`: current minus the newest snapshot at least that old.
+
+        Without such a snapshot (operator just started, window longer than the history)
+        the baseline is zero, i.e. everything since each pod started.
+        """
+        snaps = self._snapshots.setdefault(key, deque())
+        baseline: dict[str, Counts] = {}
+        for taken, counts in snaps:
+            if now - taken >= seconds:
+                baseline = counts
+        snaps.append((now, current))
+        while len(snaps) > 1 and now - snaps[1][0] >= seconds:
+            snaps.popleft()
+        return total(delta(c, baseline[uid]) if uid in baseline else c for uid, c in current.items())
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._snapshots.pop(key, None)
+
+
+HISTORY = History()
+
+
+def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
+    meta = obj["metadata"]
+    key = (meta["namespace"], meta["name"])
+    try:
+        spec = parse_model(ModelDeploymentSpec, obj.get("spec"))
+    except InvalidSpecError:
+        return  # the serving reconcile reports InvalidSpec
+    status = ModelDeploymentStatus.model_validate(obj.get("status") or {})
+    now = datetime.now(UTC)
+    if not spec.monitoring.enabled or unsupported_source(spec):
+        analysis = None
+    elif not analysis_due(status, spec, now) or status.current_model is None:
+        return
+    else:
+        selector = f"{C.LABEL_INSTANCE}={meta['name']},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
+        texts = scrape_pods(runtime().kube, meta["namespace"], selector, spec.serving.port)
+        served = status.current_model.sha256
+        current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
+        window = HISTORY.window(key, time.monotonic(), spec.monitoring.window_seconds, current)
+        analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
+    plan = plan_monitoring(obj, spec, analysis, now)
+    if plan.changed:
+        runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
+    for event in plan.events:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, obj)),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1000],
+        )
+        logger.info("%s: %s", event.reason, event.message)
+
+
+@kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=5, initial_delay=5)
+def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    obj = dict(body)
+    guard(lambda: monitor_model_deployment(obj, logger), logger)
+
+
+@kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
+def model_deployment_gone(type: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        HISTORY.forget((body.metadata.namespace or "", body.metadata.name or ""))

@@ -1,0 +1,172 @@
+"""The closed loop on the dev cluster: predictors scraped, drift detected, model rolled back.
+
+Traffic goes to the predictor pods' own IPs; the operator scrapes their /metrics,
+compares inputs with the Dataset's reference profile and, on a Degraded verdict,
+rolls back to the previous model by recording the rollback in status.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from sklearn.datasets import load_iris
+
+from mlkube_operator import constants as C
+
+from .helpers import condition, get_cr, kubectl, wait_condition, wait_for
+
+pytestmark = pytest.mark.cluster
+# The reference profile is the iris data itself, so sending it is traffic without drift.
+IRIS_ROWS: list[list[float]] = load_iris().data.tolist()
+
+
+def predictor_pods(api: kubernetes.client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    core = kubernetes.client.CoreV1Api(api)
+    selector = f"{C.LABEL_INSTANCE}=iris,{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
+    data = json.loads(
+        core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False).data
+    )
+    return [p for p in data["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def send(api: kubernetes.client.ApiClient, namespace: str, rows: list[list[float]], batch: int = 5) -> None:
+    """All `rows`, `batch` rows per request, to every predictor pod."""
+    for pod in predictor_pods(api, namespace):
+        url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
+        for i in range(0, len(rows), batch):
+            body = json.dumps({"instances": rows[i : i + batch]}).encode()
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+
+
+def status(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any]:
+    obj = get_cr(api, "modeldeployments", namespace, "iris")
+    return dict((obj or {}).get("status") or {})
+
+
+def test_input_drift_rolls_back_to_the_previous_model(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    docs = [
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "iris-lr"},
+            "spec": {
+                "datasetRef": {"name": "iris"},
+                "estimator": {
+                    "className": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 300},
+                },
+            },
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "model": {"trainingRunRef": {"name": "iris-lr"}},
+                "replicas": 1,
+                "monitoring": {
+                    "intervalSeconds": 5,
+                    "windowSeconds": 60,
+                    "minSamples": 20,
+                    "thresholds": {
+                        "maxErrorRate": 0.05,
+                        "maxLatencyP99Ms": 2000,
+                        "maxInputDriftPsi": 0.5,
+                        "maxPredictionDriftPsi": 5,
+                    },
+                },
+                "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
+            },
+        },
+    ]
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    first = status(api, namespace)["currentModel"]["sha256"]
+
+    # In-distribution traffic: a Healthy verdict with the measured values.
+    send(api, namespace, IRIS_ROWS)  # 30 requests
+    healthy = wait_for(
+        lambda: (s := status(api, namespace)).get("lastAnalysis", {}).get("verdict") == "Healthy" and s,
+        90,
+        "a Healthy verdict",
+    )
+    values = healthy["lastAnalysis"]["values"]
+    assert values["samples"] >= 30 and values["errorRate"] == 0
+    assert values["inputDriftPsi"] < 0.5 and values["predictionDriftPsi"] is not None
+    assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Degraded")["status"] == "False"  # type: ignore[index]
+
+    # A second model rolls out; then its inputs drift far outside the reference profile.
+    kubectl(
+        kc,
+        "-n",
+        namespace,
+        "patch",
+        "trainingrun",
+        "iris-lr",
+        "--type=merge",
+        "-p",
+        '{"spec":{"estimator":{"params":{"max_iter":300,"C":0.2}}}}',
+    )
+    second = wait_condition(api, "trainingruns", namespace, "iris-lr", "Succeeded", timeout=240)["status"][
+        "model"
+    ]["sha256"]
+    wait_for(
+        lambda: (
+            status(api, namespace).get("currentModel", {}).get("sha256") == second
+            and {p["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA] for p in predictor_pods(api, namespace)}
+            == {second}
+            and all(
+                c.get("ready")
+                for p in predictor_pods(api, namespace)
+                for c in p["status"].get("containerStatuses", [])
+            )
+        ),
+        120,
+        "the second model to serve",
+    )
+    send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)  # 30 requests far outside the profile
+
+    rolled = wait_for(
+        lambda: (s := status(api, namespace)).get("rolledBackFrom") == second and s, 90, "a rollback"
+    )
+    assert rolled["pinnedModel"]["sha256"] == first and rolled["rollbacks"] == 1
+    assert "inputDriftPsi" in rolled["lastAction"]
+    md = get_cr(api, "modeldeployments", namespace, "iris")
+    assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched
+    wait_for(
+        lambda: (
+            status(api, namespace).get("currentModel", {}).get("sha256") == first
+            and {p["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA] for p in predictor_pods(api, namespace)}
+            == {first}
+        ),
+        120,
+        "the first model to serve again",
+    )
+    reasons = kubectl(
+        kc,
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=ModelDeployment",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    )
+    assert {"Degraded", "RolledBack"} <= set(reasons.split())

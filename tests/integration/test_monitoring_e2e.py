@@ -170,3 +170,70 @@ def test_input_drift_rolls_back_to_the_previous_model(
         "jsonpath={.items[*].reason}",
     )
     assert {"Degraded", "RolledBack"} <= set(reasons.split())
+
+
+def test_drift_triggers_a_retrain_whose_model_is_then_served(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    template = {
+        "datasetRef": {"name": "iris"},
+        "estimator": {"className": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
+    }
+    docs = [
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "iris-lr"},
+            "spec": {
+                "datasetRef": {"name": "iris"},
+                "estimator": {
+                    "className": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 300},
+                },
+            },
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "model": {"trainingRunRef": {"name": "iris-lr"}},
+                "replicas": 1,
+                "monitoring": {
+                    "intervalSeconds": 5,
+                    "windowSeconds": 60,
+                    "minSamples": 20,
+                    "thresholds": {"maxInputDriftPsi": 0.5},
+                },
+                "onDegradation": {"action": "Retrain", "cooldownSeconds": 600, "retrainTemplate": template},
+            },
+        },
+    ]
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)
+
+    acted = wait_for(lambda: (s := status(api, namespace)).get("retrainRun") and s, 90, "the Retrain action")
+    assert acted["retrainRun"] == "iris-retrain-1" and acted["retrains"] == 1
+    run = wait_condition(api, "trainingruns", namespace, "iris-retrain-1", "Succeeded", timeout=240)
+    assert run["spec"]["estimator"]["className"] == "sklearn.tree.DecisionTreeClassifier"
+    assert run["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    new_sha = run["status"]["model"]["sha256"]
+    wait_for(
+        lambda: (
+            status(api, namespace).get("currentModel", {}).get("trainingRun") == "iris-retrain-1"
+            and {p["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA] for p in predictor_pods(api, namespace)}
+            == {new_sha}
+        ),
+        120,
+        "the retrained model to serve",
+    )
+    md = get_cr(api, "modeldeployments", namespace, "iris")
+    assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched

@@ -138,3 +138,39 @@ def test_analysis_interval() -> None:
     status = ModelDeploymentStatus.model_validate(plan.status)
     assert not analysis_due(status, spec, NOW + timedelta(seconds=5))
     assert analysis_due(status, spec, NOW + timedelta(seconds=10))
+
+
+def test_retrain_creates_a_training_run_from_the_template_then_serves_it() -> None:
+    obj = md(action="Retrain")
+    obj["spec"]["onDegradation"]["retrainTemplate"] = {
+        "datasetRef": {"name": "iris"},
+        "estimator": {"className": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.5}},
+    }
+    plan = plan_monitoring(obj, spec_of(obj), verdict(Verdict.DEGRADED, "inputDriftPsi 3 > 0.25"), NOW)
+    run = plan.create_run
+    assert run is not None and run["kind"] == "TrainingRun"
+    assert run["metadata"]["name"] == "iris-retrain-1" == plan.status["retrainRun"]
+    assert run["metadata"]["ownerReferences"][0]["uid"] == "u"
+    assert run["spec"]["estimator"]["params"] == {"C": 0.5}
+    assert plan.status["retrains"] == 1 and "Retraining" in {e.reason for e in plan.events}
+    # Until the new run has a model the spec's run is served; then the retrained model.
+    spec_run = {
+        "metadata": {"name": "iris-rf", "namespace": "ns"},
+        "spec": {"datasetRef": {"name": "iris"}},
+        "status": {"model": {"uri": served(B)["uri"], "sha256": B}},
+    }
+    retrained = {"metadata": {"name": "iris-retrain-1", "namespace": "ns"}, "spec": run["spec"], "status": {}}
+    waiting = plan_model_deployment(md(status=plan.status), spec_run, None, NOW, Settings(), retrained)
+    assert waiting.deployment is not None
+    args = waiting.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model-sha256") + 1] == B
+    retrained["status"] = {"model": {"uri": served("c" * 64)["uri"], "sha256": "c" * 64}}
+    serving = plan_model_deployment(md(status=plan.status), spec_run, None, NOW, Settings(), retrained)
+    assert serving.deployment is not None
+    args = serving.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model-sha256") + 1] == "c" * 64
+    # A spec change by the user drops the retrain: their TrainingRun is served again.
+    changed = md(status=serving.status)
+    changed["metadata"]["generation"] = 2
+    mine = plan_model_deployment(changed, spec_run, None, NOW, Settings(), retrained)
+    assert mine.status["retrainRun"] is None

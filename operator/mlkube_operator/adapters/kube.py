@@ -65,6 +65,22 @@ class Kube:
         data = self._call(self.custom.list_namespaced_custom_object, C.GROUP, C.VERSION, namespace, plural)
         return list((data or {}).get("items") or [])
 
+    def create_custom(self, plural: str, body: JSON) -> bool:
+        """Create an mlkube resource; False when it already exists."""
+        meta = body["metadata"]
+        try:
+            self.custom.create_namespaced_custom_object(
+                C.GROUP, C.VERSION, meta["namespace"], plural, body, _preload_content=False
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise classify_http(err.status, _reason(err)) from err
+        except (HTTPError, OSError) as err:
+            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
+        log.info("Created %s %s/%s", body["kind"], meta["namespace"], meta["name"])
+        return True
+
     def patch_status(self, plural: str, obj: JSON, status: JSON) -> None:
         """Write the whole status, guarded by the resourceVersion it was computed from.
 

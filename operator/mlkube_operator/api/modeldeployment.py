@@ -176,7 +176,9 @@ class ModelDeploymentStatus(StatusModel):
     replicas: int | None = None
     ready_replicas: int | None = None
     last_analysis: Analysis | None = None
-    last_action: str | None = Field(default=None, description="The last action taken on degradation, and why.")
+    last_action: str | None = Field(
+        default=None, description="The last action taken on degradation, and why."
+    )
     last_action_time: datetime | None = None
     rollbacks: int = 0
     rolled_back_from: str | None = Field(
@@ -184,3 +186,8 @@ class ModelDeploymentStatus(StatusModel):
         description="sha256 of a model rolled back from: while the TrainingRun still offers it, pinnedModel is served.",
     )
     pinned_model: ServedModel | None = Field(default=None, description="The model a rollback returned to.")
+    retrain_run: str | None = Field(
+        default=None,
+        description="TrainingRun created by the Retrain action; its model is served once it has one.",
+    )
+    retrains: int = 0

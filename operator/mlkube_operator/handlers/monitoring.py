@@ -26,7 +26,7 @@ from .lifecycle import runtime
 from .training import guard
 
 JSON = dict[str, Any]
-MODEL_DEPLOYMENTS = "modeldeployments"
+MODEL_DEPLOYMENTS, TRAINING_RUNS = "modeldeployments", "trainingruns"
 
 
 class History:
@@ -79,6 +79,8 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
         window = HISTORY.window(key, time.monotonic(), spec.monitoring.window_seconds, current)
         analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
     plan = plan_monitoring(obj, spec, analysis, now)
+    if plan.create_run is not None and runtime().kube.create_custom(TRAINING_RUNS, plan.create_run):
+        logger.info("Created TrainingRun %s", plan.create_run["metadata"]["name"])
     if plan.changed:
         runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
     for event in plan.events:

@@ -26,8 +26,10 @@ def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
         if isinstance(run_name, str) and run_name
         else None
     )
+    retrain = ((obj.get("status") or {}).get("retrainRun")) or None
+    retrained = rt.kube.get_custom(TRAINING_RUNS, namespace, retrain) if isinstance(retrain, str) else None
     live = rt.kube.get_deployment(namespace, predictor_name(meta["name"]))
-    plan = plan_model_deployment(obj, run, live, datetime.now(UTC), rt.settings)
+    plan = plan_model_deployment(obj, run, live, datetime.now(UTC), rt.settings, retrained)
     if plan.deployment is not None:
         rt.kube.ensure_artifact_pvc(namespace, rt.settings)
         if live is None:
@@ -50,12 +52,13 @@ def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
 
 
 def _deployments_of_run(namespace: str, run: str) -> list[JSON]:
-    items = runtime().kube.list_custom(MODEL_DEPLOYMENTS, namespace)
-    return [
-        md
-        for md in items
-        if (((md.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name") == run
-    ]
+    """ModelDeployments that serve `run`: by spec, or because their Retrain action created it."""
+
+    def uses(md: JSON) -> bool:
+        ref = (((md.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name")
+        return run in (ref, (md.get("status") or {}).get("retrainRun"))
+
+    return [md for md in runtime().kube.list_custom(MODEL_DEPLOYMENTS, namespace) if uses(md)]
 
 
 @kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)

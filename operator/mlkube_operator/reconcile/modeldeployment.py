@@ -230,12 +230,20 @@ def _deployment_state(deployment: JSON | None, desired_hash: str, replicas: int)
 
 
 def plan_model_deployment(
-    obj: JSON, run: JSON | None, deployment: JSON | None, now: datetime, settings: Settings
+    obj: JSON,
+    run: JSON | None,
+    deployment: JSON | None,
+    now: datetime,
+    settings: Settings,
+    retrained: JSON | None = None,
 ) -> ServingPlan:
+    """`run` is the spec's TrainingRun; `retrained` the one status.retrainRun names, if any."""
     meta = obj["metadata"]
     generation = int(meta["generation"])
     old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
     new = old.model_copy(deep=True)
+    if old.observed_generation is not None and old.observed_generation != generation:
+        new.retrain_run = None  # the user changed the spec: what they asked for wins over a retrain
     new.observed_generation = generation
 
     def cond(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
@@ -261,6 +269,10 @@ def plan_model_deployment(
 
     run_name = spec.model.training_run_ref.name
     model, why = served_model(run_name, run)
+    if new.retrain_run is not None and retrained is not None:
+        fresh, _ = served_model(new.retrain_run, retrained)
+        if fresh is not None:  # the Retrain action's model, once it has one
+            model, run, run_name = fresh, retrained, new.retrain_run
     if model is None or run is None:
         if new.current_model is not None and deployment is not None:
             # Losing the TrainingRun (or its status) must not take down what already serves.

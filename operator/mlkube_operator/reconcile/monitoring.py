@@ -24,6 +24,7 @@ from ..api.modeldeployment import (
     Verdict,
 )
 from .conditions import get_condition, set_condition
+from .naming import child_name, labels, owner_reference
 from .plan import Event
 
 JSON = dict[str, Any]
@@ -34,6 +35,7 @@ class MonitoringPlan:
     status: JSON
     changed: bool
     events: list[Event] = field(default_factory=list)
+    create_run: JSON | None = None  # a TrainingRun to create (Retrain action)
 
 
 def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
@@ -97,16 +99,41 @@ def plan_monitoring(
         elif prev is not None and prev.status is ConditionStatus.TRUE and cur.status is ConditionStatus.FALSE:
             events.append(Event("Normal", C.REASON_RECOVERED, cur.message))
 
+    create_run = None
     if analysis is not None and analysis.verdict is Verdict.DEGRADED and _cooled_down(old, spec, now):
-        events.extend(_act(new, spec, analysis, now))
+        acted, create_run = _act(obj, new, spec, analysis, now)
+        events.extend(acted)
 
     status = new.model_dump(mode="json", by_alias=True)
-    return MonitoringPlan(status, status != old.model_dump(mode="json", by_alias=True), events)
+    return MonitoringPlan(status, status != old.model_dump(mode="json", by_alias=True), events, create_run)
+
+
+def retrain_run_name(name: str, attempt: int) -> str:
+    return child_name(name, f"retrain-{attempt}")
+
+
+def build_retrain_run(obj: JSON, spec: ModelDeploymentSpec, attempt: int) -> JSON:
+    """The TrainingRun the Retrain action creates: the template, owned by the ModelDeployment (pure)."""
+    meta = obj["metadata"]
+    template = spec.on_degradation.retrain_template
+    if template is None:  # the spec validator makes this impossible for action Retrain
+        raise ValueError("spec.onDegradation.retrainTemplate is required for Retrain")
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": "TrainingRun",
+        "metadata": {
+            "name": retrain_run_name(meta["name"], attempt),
+            "namespace": meta["namespace"],
+            "labels": labels(meta["name"], "retrain", {C.LABEL_MODEL_DEPLOYMENT: meta["name"]}),
+            "ownerReferences": [owner_reference(obj["apiVersion"], obj["kind"], meta["name"], meta["uid"])],
+        },
+        "spec": template.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
 
 
 def _act(
-    new: ModelDeploymentStatus, spec: ModelDeploymentSpec, analysis: Analysis, now: datetime
-) -> list[Event]:
+    obj: JSON, new: ModelDeploymentStatus, spec: ModelDeploymentSpec, analysis: Analysis, now: datetime
+) -> tuple[list[Event], JSON | None]:
     why = "; ".join(analysis.reasons)
     action = spec.on_degradation.action
     new.last_action_time = now
@@ -121,13 +148,17 @@ def _act(
                 f"{previous.training_run} (sha256 {previous.sha256[:12]}): {why}"
             )
             new.last_action = msg
-            return [Event("Warning", C.REASON_ROLLED_BACK, msg)]
+            return [Event("Warning", C.REASON_ROLLED_BACK, msg)], None
         msg = f"Degraded but there is no previous model to roll back to: {why}"
         new.last_action = msg
-        return [Event("Warning", C.REASON_ROLLBACK_IMPOSSIBLE, msg)]
+        return [Event("Warning", C.REASON_ROLLBACK_IMPOSSIBLE, msg)], None
     if action is DegradationAction.RETRAIN:
-        msg = f"Retrain is not supported by this operator version yet; alerting only: {why}"
-    else:
-        msg = f"Alert: {why}"
+        new.retrains += 1
+        run = build_retrain_run(obj, spec, new.retrains)
+        new.retrain_run = run["metadata"]["name"]
+        msg = f"Retraining as TrainingRun {new.retrain_run}; its model is served once it succeeds: {why}"
+        new.last_action = msg
+        return [Event("Warning", C.REASON_RETRAINING, msg)], run
+    msg = f"Alert: {why}"
     new.last_action = msg
-    return [Event("Warning", "ModelDegraded", msg)]
+    return [Event("Warning", "ModelDegraded", msg)], None

@@ -45,6 +45,14 @@ def send(api: kubernetes.client.ApiClient, namespace: str, rows: list[list[float
                 assert resp.status == 200
 
 
+def all_ready(api: kubernetes.client.ApiClient, namespace: str) -> bool:
+    pods = predictor_pods(api, namespace)
+    return bool(pods) and all(
+        (statuses := p["status"].get("containerStatuses")) and all(c.get("ready") for c in statuses)
+        for p in pods
+    )
+
+
 def status(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any]:
     obj = get_cr(api, "modeldeployments", namespace, "iris")
     return dict((obj or {}).get("status") or {})
@@ -131,11 +139,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
             status(api, namespace).get("currentModel", {}).get("sha256") == second
             and {p["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA] for p in predictor_pods(api, namespace)}
             == {second}
-            and all(
-                c.get("ready")
-                for p in predictor_pods(api, namespace)
-                for c in p["status"].get("containerStatuses", [])
-            )
+            and all_ready(api, namespace)
         ),
         120,
         "the second model to serve",
@@ -237,3 +241,141 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
     )
     md = get_cr(api, "modeldeployments", namespace, "iris")
     assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched
+
+
+def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    docs = [
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "iris-lr"},
+            "spec": {
+                "datasetRef": {"name": "iris"},
+                "estimator": {
+                    "className": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 300},
+                },
+            },
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "model": {"trainingRunRef": {"name": "iris-lr"}},
+                "replicas": 2,
+                "strategy": {"type": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}]},
+                "monitoring": {
+                    "intervalSeconds": 5,
+                    "windowSeconds": 60,
+                    "minSamples": 20,
+                    "thresholds": {"maxInputDriftPsi": 0.5},
+                },
+                "onDegradation": {"action": "Alert"},
+            },
+        },
+    ]
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    first = status(api, namespace)["currentModel"]["sha256"]
+
+    def shas(track: str) -> set[str]:
+        return {
+            p["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA]
+            for p in predictor_pods(api, namespace)
+            if p["metadata"]["labels"].get(C.LABEL_TRACK) == track
+        }
+
+    def retrain(c: float) -> str:
+        patch = json.dumps({"spec": {"estimator": {"params": {"max_iter": 300, "C": c}}}})
+        kubectl(kc, "-n", namespace, "patch", "trainingrun", "iris-lr", "--type=merge", "-p", patch)
+        gen = get_cr(api, "trainingruns", namespace, "iris-lr")["metadata"]["generation"]  # type: ignore[index]
+        run = wait_for(
+            lambda: (
+                (r := get_cr(api, "trainingruns", namespace, "iris-lr"))
+                and (cnd := condition(r, "Succeeded"))
+                and cnd["status"] == "True"
+                and cnd["observedGeneration"] == gen
+                and r
+            ),
+            240,
+            f"TrainingRun generation {gen}",
+        )
+        return str(run["status"]["model"]["sha256"])
+
+    # A good model: canary at 50 % (one pod of each), then promoted to both replicas.
+    second = retrain(0.3)
+    wait_for(
+        lambda: shas("canary") == {second} and shas("stable") == {first},
+        120,
+        "a canary pod beside a stable pod",
+    )
+    promoted = wait_for(
+        lambda: (
+            (s := status(api, namespace)).get("currentModel", {}).get("sha256") == second
+            and not s.get("canary")
+            and s
+        ),
+        120,
+        "the canary to be promoted",
+    )
+    assert promoted["previousModel"]["sha256"] == first
+    wait_for(
+        lambda: shas("stable") == {second} and not shas("canary"), 120, "the canary Deployment to go away"
+    )
+
+    # A model whose canary sees drifted traffic is aborted; the stable model keeps serving.
+    kubectl(
+        kc,
+        "-n",
+        namespace,
+        "patch",
+        "modeldeployment",
+        "iris",
+        "--type=merge",
+        "-p",
+        '{"spec":{"strategy":{"steps":[{"weight":50,"pauseSeconds":600}]}}}',
+    )
+    third = retrain(0.1)
+    wait_for(lambda: shas("canary") == {third}, 120, "the second canary")
+    wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
+    for pod in predictor_pods(api, namespace):
+        if pod["metadata"]["labels"].get(C.LABEL_TRACK) == "canary":
+            url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
+            for _ in range(30):
+                req = urllib.request.Request(
+                    url,
+                    json.dumps({"instances": [[50.0, 50.0, 50.0, 50.0]] * 5}).encode(),
+                    {"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    assert resp.status == 200
+    aborted = wait_for(
+        lambda: (s := status(api, namespace)).get("rolledBackFrom") == third and s,
+        90,
+        "the canary to be aborted",
+    )
+    assert aborted["pinnedModel"]["sha256"] == second and "Aborted the canary" in aborted["lastAction"]
+    wait_for(lambda: not shas("canary") and shas("stable") == {second}, 120, "the canary pods to go away")
+    assert status(api, namespace)["currentModel"]["sha256"] == second
+    reasons = kubectl(
+        kc,
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=ModelDeployment",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    )
+    assert {"Canary", "CanaryPromoted", "CanaryAborted"} <= set(reasons.split())

@@ -105,7 +105,10 @@ def test_model_deployment_serves_and_rolls_new_models(
 
     service = kubectl(kc, "-n", namespace, "get", "service", "iris", "-o", "json")
     deployment = json.loads(kubectl(kc, "-n", namespace, "get", "deployment", "iris-predictor", "-o", "json"))
-    assert json.loads(service)["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert (
+        json.loads(service)["spec"]["selector"].items()
+        < deployment["spec"]["selector"]["matchLabels"].items()
+    )
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
 
     # A new generation of the TrainingRun gives a new model; the deployment rolls to it.

@@ -14,7 +14,7 @@ from mlkube_operator.api.modeldeployment import (
     Verdict,
 )
 from mlkube_operator.reconcile.modeldeployment import plan_model_deployment
-from mlkube_operator.reconcile.monitoring import analysis_due, plan_monitoring
+from mlkube_operator.reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
 from mlkube_operator.settings import Settings
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -124,11 +124,21 @@ def test_alert_action_only_alerts_and_recovery_is_an_event() -> None:
     assert [e.reason for e in good.events] == ["Recovered"]
 
 
-def test_prometheus_source_is_reported_unsupported() -> None:
+def test_prometheus_source_is_supported() -> None:
     obj = md(source={"type": "Prometheus", "prometheusUrl": "http://prom:9090"})
-    plan = plan_monitoring(obj, spec_of(obj), None, NOW)
-    degraded = cond(plan.status, C.DEGRADED)
-    assert (degraded["status"], degraded["reason"]) == ("Unknown", "Unsupported")
+    assert unsupported_source(spec_of(obj)) is None
+    plan = plan_monitoring(obj, spec_of(obj), verdict(Verdict.HEALTHY), NOW)
+    assert cond(plan.status, C.DEGRADED)["reason"] == "Healthy"
+
+
+def test_a_degraded_canary_is_aborted_whatever_the_action() -> None:
+    status = {"currentModel": served(A), "candidateModel": served(B), "canary": {"step": 0, "weight": 50}}
+    obj = md(action="Alert", status=status)
+    plan = plan_monitoring(
+        obj, spec_of(obj), verdict(Verdict.DEGRADED, "errorRate 0.5 > maxErrorRate 0.05"), NOW
+    )
+    assert plan.status["rolledBackFrom"] == B and plan.status["pinnedModel"]["sha256"] == A
+    assert "CanaryAborted" in {e.reason for e in plan.events}
 
 
 def test_analysis_interval() -> None:

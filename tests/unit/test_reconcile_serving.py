@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlkube_operator import constants as C
@@ -89,7 +89,9 @@ def test_predictor_pins_the_model_digest_and_binds_the_pod_ip() -> None:
     env = pod["spec"]["containers"][0]["env"][0]
     assert env == {"name": "MLKUBE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     assert pod["metadata"]["annotations"][C.ANNOTATION_MODEL_SHA] == "a" * 64
-    assert dep["spec"]["selector"]["matchLabels"] == plan.service["spec"]["selector"]
+    # The Service selects both tracks (stable and canary); each Deployment only its own.
+    assert plan.service["spec"]["selector"].items() < dep["spec"]["selector"]["matchLabels"].items()
+    assert dep["spec"]["selector"]["matchLabels"][C.LABEL_TRACK] == "stable"
     assert C.LABEL_MODEL_SHA not in dep["spec"]["selector"]["matchLabels"]  # selectors use stable labels only
     assert cond(plan.status, C.READY)["reason"] == "RollingOut"
 
@@ -118,11 +120,75 @@ def test_ready_once_rolled_out_then_a_new_model_rolls_again() -> None:
     assert landed.status["candidateModel"] is None
 
 
-def test_canary_is_reported_unsupported_not_ignored() -> None:
-    plan = plan_model_deployment(md(strategy="Canary"), run(), None, NOW, S)
-    assert plan.deployment is None
-    ready = cond(plan.status, C.READY)
-    assert ready["reason"] == "Unsupported" and "spec.strategy.type" in ready["message"]
+def test_canary_steps_then_promotes() -> None:
+    # Serving model A on 2 replicas; the TrainingRun now offers B; steps 50 % then (implicitly) 100 %.
+    obj = md(strategy="Canary")
+    obj["spec"]["strategy"]["steps"] = [{"weight": 50, "pauseSeconds": 30}]
+    first = plan_model_deployment(md(), run(), None, NOW, S)
+    assert first.deployment is not None
+    serving_a = plan_model_deployment(
+        md(status=first.status), run(), live(first.deployment, 2), NOW, S
+    ).status
+    stable_a = live(first.deployment, 2)
+
+    obj["status"] = serving_a
+    start = plan_model_deployment(obj, run("b" * 64), stable_a, NOW, S)
+    assert start.canary is not None and start.deployment is not None
+    assert start.canary["metadata"]["name"] == "iris-canary" and start.canary["spec"]["replicas"] == 1
+    assert start.deployment["spec"]["replicas"] == 1  # stable keeps serving A on the rest
+    stable_args = start.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert stable_args[stable_args.index("--model-sha256") + 1] == "a" * 64
+    assert start.status["canary"]["weight"] == 50 and start.status["candidateModel"]["sha256"] == "b" * 64
+    assert start.status["currentModel"]["sha256"] == "a" * 64
+    assert cond(start.status, C.PROGRESSING)["reason"] == "Canary"
+    assert "Canary" in {e.reason for e in start.events}
+
+    # Pods ready but the pause not over: stay. After the pause: promote (stable -> B on 2).
+    obj["status"] = start.status
+    canary_live = live(start.canary, 1) | {
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        }
+    }
+    stable_live = live(start.deployment, 1) | {
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        }
+    }
+    waiting = plan_model_deployment(
+        obj, run("b" * 64), stable_live, NOW + timedelta(seconds=10), S, None, canary_live
+    )
+    assert waiting.status["canary"]["step"] == 0
+    promoting = plan_model_deployment(
+        obj, run("b" * 64), stable_live, NOW + timedelta(seconds=31), S, None, canary_live
+    )
+    assert promoting.status["canary"]["step"] == 1  # past the last step: promoting
+    obj["status"] = promoting.status
+    promote = plan_model_deployment(
+        obj, run("b" * 64), stable_live, NOW + timedelta(seconds=32), S, None, canary_live
+    )
+    assert promote.deployment is not None and promote.deployment["spec"]["replicas"] == 2
+    args = promote.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model-sha256") + 1] == "b" * 64  # stable rolls to B, the canary stays meanwhile
+    assert promote.canary is not None and not promote.delete_canary
+    obj["status"] = promote.status
+    done = plan_model_deployment(
+        obj, run("b" * 64), live(promote.deployment, 2), NOW + timedelta(seconds=40), S, None, canary_live
+    )
+    assert done.delete_canary and done.canary is None
+    assert (
+        done.status["currentModel"]["sha256"] == "b" * 64
+        and done.status["previousModel"]["sha256"] == "a" * 64
+    )
+    assert done.status["canary"] is None and "CanaryPromoted" in {e.reason for e in done.events}
 
 
 def test_losing_the_training_run_keeps_serving() -> None:

@@ -135,6 +135,12 @@ class Kube:
         self._call(self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], patch)
         log.info("Updated Deployment %s/%s", meta["namespace"], meta["name"])
 
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment and, in the foreground, its pods; gone already is fine."""
+        body = {"propagationPolicy": "Foreground"}
+        self._call(self.apps.delete_namespaced_deployment, name, namespace, body=body)
+        log.info("Deleted Deployment %s/%s", namespace, name)
+
     def ensure_service(self, body: JSON) -> None:
         meta = body["metadata"]
         if self._call(self.core.read_namespaced_service, meta["name"], meta["namespace"]) is None:

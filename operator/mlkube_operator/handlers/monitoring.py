@@ -1,9 +1,11 @@
-"""Closed loop for ModelDeployments: scrape the predictors, judge, record, act.
+"""Closed loop for ModelDeployments: read the predictors' metrics, judge, record, act.
 
 A timer looks at every ModelDeployment every few seconds; the analysis itself runs
-once per `spec.monitoring.intervalSeconds`. The scrape history lives in memory: after
-an operator restart the first window simply counts from each pod's start, which is
-what its cumulative counters hold anyway.
+once per `spec.monitoring.intervalSeconds`. With `source.type: PodScrape` the operator
+scrapes the pods and keeps the scrape history in memory: after an operator restart the
+first window simply counts from each pod's start, which is what its cumulative counters
+hold anyway. With `source.type: Prometheus` Prometheus keeps the history and answers
+for the window itself (`adapters.prometheus`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import kopf
 
 from .. import constants as C
 from ..adapters.metrics import scrape_pods
+from ..adapters.prometheus import window_counts
 from ..analysis.counts import Counts, delta, parse_metrics, total
 from ..analysis.verdict import analyse
-from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from ..api.modeldeployment import MetricsSourceType, ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.validation import InvalidSpecError, parse_model
+from ..errors import PermanentFailure
 from ..reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
 from .lifecycle import runtime
 from .training import guard
@@ -58,9 +62,30 @@ class History:
 HISTORY = History()
 
 
+def window_of(meta: JSON, spec: ModelDeploymentSpec, served: str, now: datetime) -> Counts:
+    """The last `windowSeconds` of the predictor pods serving the digest `served`."""
+    key = (meta["namespace"], meta["name"])
+    source = spec.monitoring.source
+    if source.type is MetricsSourceType.PROMETHEUS:
+        if not source.prometheus_url:  # the CRD schema and pydantic already reject this
+            raise PermanentFailure("spec.monitoring.source.prometheusUrl is required when type is Prometheus")
+        HISTORY.forget(key)  # nothing to keep: Prometheus does the windowing
+        return window_counts(
+            source.prometheus_url,
+            meta["namespace"],
+            meta["name"],
+            served,
+            spec.monitoring.window_seconds,
+            at=now.timestamp(),
+        )
+    selector = f"{C.LABEL_INSTANCE}={meta['name']},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
+    texts = scrape_pods(runtime().kube, meta["namespace"], selector, spec.serving.port)
+    current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
+    return HISTORY.window(key, time.monotonic(), spec.monitoring.window_seconds, current)
+
+
 def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     meta = obj["metadata"]
-    key = (meta["namespace"], meta["name"])
     try:
         spec = parse_model(ModelDeploymentSpec, obj.get("spec"))
     except InvalidSpecError:
@@ -72,11 +97,13 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     elif not analysis_due(status, spec, now) or status.current_model is None:
         return
     else:
-        selector = f"{C.LABEL_INSTANCE}={meta['name']},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
-        texts = scrape_pods(runtime().kube, meta["namespace"], selector, spec.serving.port)
-        served = status.current_model.sha256
-        current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
-        window = HISTORY.window(key, time.monotonic(), spec.monitoring.window_seconds, current)
+        # While a canary runs, it is the candidate's pods that are judged.
+        judged = (
+            status.candidate_model
+            if status.canary is not None and status.candidate_model
+            else status.current_model
+        )
+        window = window_of(meta, spec, judged.sha256, now)
         analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
     plan = plan_monitoring(obj, spec, analysis, now)
     if plan.create_run is not None and runtime().kube.create_custom(TRAINING_RUNS, plan.create_run):

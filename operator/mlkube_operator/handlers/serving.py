@@ -8,7 +8,7 @@ from typing import Any, cast
 import kopf
 
 from .. import constants as C
-from ..reconcile.modeldeployment import TEMPLATE_HASH, plan_model_deployment, predictor_name
+from ..reconcile.modeldeployment import TEMPLATE_HASH, canary_name, plan_model_deployment, predictor_name
 from .lifecycle import runtime
 from .training import guard
 
@@ -29,19 +29,32 @@ def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     retrain = ((obj.get("status") or {}).get("retrainRun")) or None
     retrained = rt.kube.get_custom(TRAINING_RUNS, namespace, retrain) if isinstance(retrain, str) else None
     live = rt.kube.get_deployment(namespace, predictor_name(meta["name"]))
-    plan = plan_model_deployment(obj, run, live, datetime.now(UTC), rt.settings, retrained)
-    if plan.deployment is not None:
+    canary_live = rt.kube.get_deployment(namespace, canary_name(meta["name"]))
+    plan = plan_model_deployment(obj, run, live, datetime.now(UTC), rt.settings, retrained, canary_live)
+    if plan.deployment is not None or plan.canary is not None:
         rt.kube.ensure_artifact_pvc(namespace, rt.settings)
-        if live is None:
-            rt.kube.create_deployment(plan.deployment)
-        elif (live["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) != plan.deployment["metadata"][
+    for desired, current in ((plan.deployment, live), (plan.canary, canary_live)):
+        if desired is None:
+            continue
+        if current is None:
+            rt.kube.create_deployment(desired)
+        elif (current["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) != desired["metadata"][
             "annotations"
         ][TEMPLATE_HASH]:
-            rt.kube.update_deployment(plan.deployment)
+            rt.kube.update_deployment(desired)
+    if plan.delete_canary:
+        rt.kube.delete_deployment(namespace, canary_name(meta["name"]))
     if plan.service is not None:
         rt.kube.ensure_service(plan.service)
     if plan.changed:
         rt.kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
+    for event in plan.events:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, obj)),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1000],
+        )
     if plan.event is not None:
         kopf.event(
             kopf.Body(cast(kopf.RawBody, obj)),

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .. import constants as C
 from ..api.common import ConditionStatus
-from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, ServedModel, StrategyType
+from ..api.modeldeployment import (
+    CanaryStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ServedModel,
+    StrategyType,
+)
 from ..api.trainingrun import TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
@@ -35,10 +42,20 @@ class ServingPlan:
     service: JSON | None = None
     event: Event | None = None
     changed: bool = True
+    canary: JSON | None = None  # desired canary Deployment while a canary runs
+    delete_canary: bool = False
+    events: tuple[Event, ...] = ()  # canary steps, promotion
+
+
+STABLE, CANARY = "stable", "canary"
 
 
 def predictor_name(name: str) -> str:
     return child_name(name, "predictor")
+
+
+def canary_name(name: str) -> str:
+    return child_name(name, "canary")
 
 
 def served_model(run_name: str, run: JSON | None) -> tuple[ServedModel | None, str]:
@@ -70,17 +87,30 @@ def _reference_profile(run: JSON, model: ServedModel) -> str | None:
 
 
 def build_predictor(
-    obj: JSON, spec: ModelDeploymentSpec, model: ServedModel, profile: str | None, settings: Settings
+    obj: JSON,
+    spec: ModelDeploymentSpec,
+    model: ServedModel,
+    profile: str | None,
+    settings: Settings,
+    *,
+    track: str = STABLE,
+    replicas: int | None = None,
 ) -> JSON:
-    """The serving Deployment (pure). Pods bind their own IP (downward API), as every pod may."""
+    """A serving Deployment (pure): the stable one, or the canary while a canary runs.
+
+    Both tracks carry the Service's labels, so traffic splits by ready replicas; each
+    Deployment selects only its own track. Pods bind their own IP (downward API).
+    """
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
+    count = spec.replicas if replicas is None else replicas
     selector = {
         C.LABEL_INSTANCE: name,
         C.LABEL_COMPONENT: C.COMPONENT_PREDICTOR,
         C.LABEL_MODEL_DEPLOYMENT: name,
+        C.LABEL_TRACK: track,
     }
-    pod_labels = labels(name, C.COMPONENT_PREDICTOR, {C.LABEL_MODEL_DEPLOYMENT: name})
+    pod_labels = labels(name, C.COMPONENT_PREDICTOR, {C.LABEL_MODEL_DEPLOYMENT: name, C.LABEL_TRACK: track})
     args = [
         "--model-uri",
         model.uri.removeprefix("file://"),
@@ -159,19 +189,19 @@ def build_predictor(
             ],
         },
     }
-    digest = hashlib.sha256(json.dumps([spec.replicas, template], sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([count, template], sort_keys=True).encode()).hexdigest()[:16]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": predictor_name(name),
+            "name": predictor_name(name) if track == STABLE else canary_name(name),
             "namespace": namespace,
             "labels": dict(pod_labels),
             "annotations": {TEMPLATE_HASH: digest},
             "ownerReferences": [owner_reference(obj["apiVersion"], obj["kind"], name, meta["uid"])],
         },
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": count,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -236,8 +266,10 @@ def plan_model_deployment(
     now: datetime,
     settings: Settings,
     retrained: JSON | None = None,
+    canary_live: JSON | None = None,
 ) -> ServingPlan:
-    """`run` is the spec's TrainingRun; `retrained` the one status.retrainRun names, if any."""
+    """`run` is the spec's TrainingRun; `retrained` the one status.retrainRun names, if any;
+    `deployment` and `canary_live` the live stable and canary Deployments."""
     meta = obj["metadata"]
     generation = int(meta["generation"])
     old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
@@ -250,22 +282,25 @@ def plan_model_deployment(
         new.conditions = set_condition(new.conditions, type_, status, reason, message, now, generation)
 
     def finish(
-        event: Event | None, deployment: JSON | None = None, service: JSON | None = None
+        event: Event | None,
+        deployment: JSON | None = None,
+        service: JSON | None = None,
+        canary: JSON | None = None,
+        events: tuple[Event, ...] = (),
     ) -> ServingPlan:
         status = new.model_dump(mode="json", by_alias=True)
         changed = status != old.model_dump(mode="json", by_alias=True)
         moved = transitioned(old.conditions, new.conditions, C.READY)
-        return ServingPlan(status, deployment, service, event if moved else None, changed)
+        delete_canary = canary is None and canary_live is not None
+        return ServingPlan(
+            status, deployment, service, event if moved else None, changed, canary, delete_canary, events
+        )
 
     try:
         spec = parse_model(ModelDeploymentSpec, obj.get("spec"))
     except InvalidSpecError as err:
         cond(C.READY, ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
         return finish(Event("Warning", C.REASON_INVALID_SPEC, err.message))
-    if spec.strategy.type is StrategyType.CANARY:
-        msg = "spec.strategy.type: Canary is not supported by this operator version yet; use Rolling"
-        cond(C.READY, ConditionStatus.FALSE, C.REASON_UNSUPPORTED, msg)
-        return finish(Event("Warning", C.REASON_UNSUPPORTED, msg))
 
     run_name = spec.model.training_run_ref.name
     model, why = served_model(run_name, run)
@@ -288,8 +323,14 @@ def plan_model_deployment(
             model = new.pinned_model  # the TrainingRun still offers the model we rolled back from
         else:
             new.rolled_back_from, new.pinned_model = None, None  # a new model supersedes the rollback
-    desired = build_predictor(obj, spec, model, _reference_profile(run, model), settings)
     service = build_service(obj, spec)
+    current = new.current_model
+    if spec.strategy.type is StrategyType.CANARY and current is not None and current.sha256 != model.sha256:
+        return _plan_canary(
+            obj, spec, run, model, current, deployment, canary_live, new, now, settings, cond, finish, service
+        )
+    new.canary = None
+    desired = build_predictor(obj, spec, model, _reference_profile(run, model), settings)
     desired_hash = desired["metadata"]["annotations"][TEMPLATE_HASH]
     done, ready, progress = _deployment_state(deployment, desired_hash, spec.replicas)
     new.replicas = spec.replicas
@@ -310,3 +351,87 @@ def plan_model_deployment(
     if ready_cond is None or ready_cond.status is not ConditionStatus.TRUE or ready == 0:
         cond(C.READY, ConditionStatus.FALSE, C.REASON_ROLLING_OUT, msg)
     return finish(Event("Normal", C.REASON_ROLLING_OUT, msg), desired, service)
+
+
+def _plan_canary(
+    obj: JSON,
+    spec: ModelDeploymentSpec,
+    run: JSON,
+    model: ServedModel,
+    current: ServedModel,
+    stable_live: JSON | None,
+    canary_live: JSON | None,
+    new: ModelDeploymentStatus,
+    now: datetime,
+    settings: Settings,
+    cond: Any,
+    finish: Any,
+    service: JSON,
+) -> ServingPlan:
+    """Step a canary: the candidate gets `weight` % of the replicas; each step waits for its
+    pods and its pause; the analysis (handlers.monitoring) aborts it on a Degraded verdict by
+    pinning the current model, which brings the planner back to the steady branch."""
+    steps = spec.strategy.steps
+    events: list[Event] = []
+    if new.canary is None or new.candidate_model is None or new.candidate_model.sha256 != model.sha256:
+        new.canary = CanaryStatus(step=0, weight=steps[0].weight, step_started_time=now)
+        new.candidate_model = model
+        events.append(
+            Event(
+                "Normal",
+                C.REASON_CANARY,
+                f"Canary of {model.training_run} (sha256 {model.sha256[:12]}) at {steps[0].weight}%",
+            )
+        )
+    canary = new.canary
+    total = spec.replicas
+    promoting = canary.step >= len(steps)
+    canary_n = (
+        total
+        if promoting or canary.weight >= 100
+        else min(total, max(1, math.ceil(total * canary.weight / 100)))
+    )
+    stable_model = model if promoting else current
+    stable_n = total if promoting else max(0, total - canary_n)
+    stable = build_predictor(
+        obj, spec, stable_model, _reference_profile(run, stable_model), settings, replicas=stable_n
+    )
+    canary_desired = build_predictor(
+        obj, spec, model, _reference_profile(run, model), settings, track=CANARY, replicas=canary_n
+    )
+    stable_done, stable_ready, _ = _deployment_state(
+        stable_live, stable["metadata"]["annotations"][TEMPLATE_HASH], stable_n
+    )
+    canary_done, canary_ready, _ = _deployment_state(
+        canary_live, canary_desired["metadata"]["annotations"][TEMPLATE_HASH], canary_n
+    )
+    new.replicas, new.ready_replicas = total, stable_ready + canary_ready
+
+    if promoting and stable_done:
+        new.previous_model, new.current_model = current, model
+        new.candidate_model, new.canary = None, None
+        msg = f"Promoted {model.training_run} (sha256 {model.sha256[:12]}) after {len(steps)} canary step(s)"
+        events.append(Event("Normal", C.REASON_CANARY_PROMOTED, msg))
+        cond(C.PROGRESSING, ConditionStatus.FALSE, C.REASON_ROLLOUT_COMPLETE, msg)
+        cond(
+            C.READY,
+            ConditionStatus.TRUE,
+            C.REASON_SERVING,
+            f"Serving {model.training_run} (sha256 {model.sha256[:12]})",
+        )
+        return cast(ServingPlan, finish(None, stable, service, None, tuple(events)))
+    started = canary.step_started_time or now
+    if not promoting and canary_done and (now - started).total_seconds() >= steps[canary.step].pause_seconds:
+        nxt = canary.step + 1
+        weight = steps[nxt].weight if nxt < len(steps) else 100
+        new.canary = CanaryStatus(step=nxt, weight=weight, step_started_time=now)
+        what = f"step {nxt + 1}/{len(steps)} at {weight}%" if nxt < len(steps) else "promoting"
+        events.append(Event("Normal", C.REASON_CANARY, f"Canary of {model.training_run}: {what}"))
+    step_text = (
+        "promoting"
+        if new.canary.step >= len(steps)
+        else f"step {new.canary.step + 1}/{len(steps)} at {new.canary.weight}%"
+    )
+    msg = f"Canary of {model.training_run} (sha256 {model.sha256[:12]}): {step_text}, {canary_ready}/{canary_n} canary replicas ready"
+    cond(C.PROGRESSING, ConditionStatus.TRUE, C.REASON_CANARY, msg)
+    return cast(ServingPlan, finish(None, stable, service, canary_desired, tuple(events)))

@@ -18,7 +18,6 @@ from ..api.common import ConditionStatus
 from ..api.modeldeployment import (
     Analysis,
     DegradationAction,
-    MetricsSourceType,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Verdict,
@@ -39,8 +38,11 @@ class MonitoringPlan:
 
 
 def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
-    if spec.monitoring.source.type is MetricsSourceType.PROMETHEUS:
-        return "spec.monitoring.source.type: Prometheus is not supported by this operator version yet; use PodScrape"
+    """Why `spec.monitoring.source` cannot be used (Degraded=Unknown, Unsupported), or None.
+
+    Every source type of the API is supported (PodScrape and Prometheus); the hook stays
+    so that a future type can be declared before it is implemented.
+    """
     return None
 
 
@@ -100,12 +102,27 @@ def plan_monitoring(
             events.append(Event("Normal", C.REASON_RECOVERED, cur.message))
 
     create_run = None
-    if analysis is not None and analysis.verdict is Verdict.DEGRADED and _cooled_down(old, spec, now):
+    degraded_now = analysis is not None and analysis.verdict is Verdict.DEGRADED
+    if degraded_now and analysis is not None and new.canary is not None and new.candidate_model is not None:
+        events.append(_abort_canary(new, analysis, now))  # a failing canary is always aborted
+    elif degraded_now and analysis is not None and _cooled_down(old, spec, now):
         acted, create_run = _act(obj, new, spec, analysis, now)
         events.extend(acted)
 
     status = new.model_dump(mode="json", by_alias=True)
     return MonitoringPlan(status, status != old.model_dump(mode="json", by_alias=True), events, create_run)
+
+
+def _abort_canary(new: ModelDeploymentStatus, analysis: Analysis, now: datetime) -> Event:
+    """Pin the current model; the serving planner then removes the canary."""
+    candidate = new.candidate_model
+    assert candidate is not None and new.current_model is not None
+    new.rolled_back_from, new.pinned_model = candidate.sha256, new.current_model
+    new.rollbacks += 1
+    new.last_action_time = now
+    msg = f"Aborted the canary of {candidate.training_run} (sha256 {candidate.sha256[:12]}): {'; '.join(analysis.reasons)}"
+    new.last_action = msg
+    return Event("Warning", C.REASON_CANARY_ABORTED, msg)
 
 
 def retrain_run_name(name: str, attempt: int) -> str:

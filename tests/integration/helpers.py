@@ -87,3 +87,36 @@ def artifact_host_path(api: kubernetes.client.ApiClient, namespace: str, uri: st
     pv = core.read_persistent_volume(pvc.spec.volume_name)
     relative = uri.removeprefix("file://").removeprefix(mount).lstrip("/")
     return Path(pv.spec.host_path.path) / relative
+
+
+def iris_stack(
+    run: str, deployment: dict[str, Any], params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Manifests of the usual test setup: the iris Dataset, a LogisticRegression TrainingRun
+    named `run`, and the ModelDeployment `iris` serving it with `deployment` merged into its spec."""
+    return [
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": run},
+            "spec": {
+                "datasetRef": {"name": "iris"},
+                "estimator": {
+                    "className": "sklearn.linear_model.LogisticRegression",
+                    "params": params or {"max_iter": 300},
+                },
+            },
+        },
+        {
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {"model": {"trainingRunRef": {"name": run}}, **deployment},
+        },
+    ]

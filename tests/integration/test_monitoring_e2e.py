@@ -18,9 +18,15 @@ from sklearn.datasets import load_iris
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, get_cr, kubectl, wait_condition, wait_for
+from .helpers import condition, get_cr, iris_stack, kubectl, wait_condition, wait_for
 
 pytestmark = pytest.mark.cluster
+MONITORING = {
+    "intervalSeconds": 5,
+    "windowSeconds": 60,
+    "minSamples": 20,
+    "thresholds": {"maxInputDriftPsi": 0.5},
+}
 # The reference profile is the iris data itself, so sending it is traffic without drift.
 IRIS_ROWS: list[list[float]] = load_iris().data.tolist()
 
@@ -62,47 +68,24 @@ def test_input_drift_rolls_back_to_the_previous_model(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    docs = [
+    docs = iris_stack(
+        "iris-lr",
         {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "iris"},
-            "spec": {"source": {"builtin": "iris"}, "target": "target"},
-        },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "TrainingRun",
-            "metadata": {"name": "iris-lr"},
-            "spec": {
-                "datasetRef": {"name": "iris"},
-                "estimator": {
-                    "className": "sklearn.linear_model.LogisticRegression",
-                    "params": {"max_iter": 300},
+            "replicas": 1,
+            "monitoring": {
+                "intervalSeconds": 5,
+                "windowSeconds": 60,
+                "minSamples": 20,
+                "thresholds": {
+                    "maxErrorRate": 0.05,
+                    "maxLatencyP99Ms": 2000,
+                    "maxInputDriftPsi": 0.5,
+                    "maxPredictionDriftPsi": 5,
                 },
             },
+            "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
         },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "iris"},
-            "spec": {
-                "model": {"trainingRunRef": {"name": "iris-lr"}},
-                "replicas": 1,
-                "monitoring": {
-                    "intervalSeconds": 5,
-                    "windowSeconds": 60,
-                    "minSamples": 20,
-                    "thresholds": {
-                        "maxErrorRate": 0.05,
-                        "maxLatencyP99Ms": 2000,
-                        "maxInputDriftPsi": 0.5,
-                        "maxPredictionDriftPsi": 5,
-                    },
-                },
-                "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
-            },
-        },
-    ]
+    )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]
@@ -184,42 +167,14 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
         "datasetRef": {"name": "iris"},
         "estimator": {"className": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
     }
-    docs = [
+    docs = iris_stack(
+        "iris-lr",
         {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "iris"},
-            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+            "replicas": 1,
+            "monitoring": MONITORING,
+            "onDegradation": {"action": "Retrain", "cooldownSeconds": 600, "retrainTemplate": template},
         },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "TrainingRun",
-            "metadata": {"name": "iris-lr"},
-            "spec": {
-                "datasetRef": {"name": "iris"},
-                "estimator": {
-                    "className": "sklearn.linear_model.LogisticRegression",
-                    "params": {"max_iter": 300},
-                },
-            },
-        },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "iris"},
-            "spec": {
-                "model": {"trainingRunRef": {"name": "iris-lr"}},
-                "replicas": 1,
-                "monitoring": {
-                    "intervalSeconds": 5,
-                    "windowSeconds": 60,
-                    "minSamples": 20,
-                    "thresholds": {"maxInputDriftPsi": 0.5},
-                },
-                "onDegradation": {"action": "Retrain", "cooldownSeconds": 600, "retrainTemplate": template},
-            },
-        },
-    ]
+    )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)
@@ -247,43 +202,15 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    docs = [
+    docs = iris_stack(
+        "iris-lr",
         {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "iris"},
-            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+            "replicas": 2,
+            "strategy": {"type": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}]},
+            "monitoring": MONITORING,
+            "onDegradation": {"action": "Alert"},
         },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "TrainingRun",
-            "metadata": {"name": "iris-lr"},
-            "spec": {
-                "datasetRef": {"name": "iris"},
-                "estimator": {
-                    "className": "sklearn.linear_model.LogisticRegression",
-                    "params": {"max_iter": 300},
-                },
-            },
-        },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "iris"},
-            "spec": {
-                "model": {"trainingRunRef": {"name": "iris-lr"}},
-                "replicas": 2,
-                "strategy": {"type": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}]},
-                "monitoring": {
-                    "intervalSeconds": 5,
-                    "windowSeconds": 60,
-                    "minSamples": 20,
-                    "thresholds": {"maxInputDriftPsi": 0.5},
-                },
-                "onDegradation": {"action": "Alert"},
-            },
-        },
-    ]
+    )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -17,10 +16,9 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, get_cr, kubectl, wait_condition, wait_for
+from .helpers import condition, get_cr, iris_stack, kubectl, wait_condition, wait_for
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[2]
 
 SELECTOR = f"{C.LABEL_INSTANCE}=iris,{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
 
@@ -53,27 +51,7 @@ def test_model_deployment_serves_and_rolls_new_models(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    docs = [
-        yaml.safe_load((ROOT / "examples" / "iris" / "dataset.yaml").read_text()),
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "TrainingRun",
-            "metadata": {"name": "iris-rf"},
-            "spec": {
-                "datasetRef": {"name": "iris"},
-                "estimator": {
-                    "className": "sklearn.linear_model.LogisticRegression",
-                    "params": {"max_iter": 300},
-                },
-            },
-        },
-        {
-            "apiVersion": "mlkube.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "iris"},
-            "spec": {"model": {"trainingRunRef": {"name": "iris-rf"}}, "replicas": 2},
-        },
-    ]
+    docs = iris_stack("iris-rf", {"replicas": 2})
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     md = get_cr(api, "modeldeployments", namespace, "iris")

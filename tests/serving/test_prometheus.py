@@ -6,6 +6,7 @@ server actually exports carry the names and labels those rules expect.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -29,6 +30,44 @@ def _prometheus_binary() -> str:
     return found
 
 
+@contextlib.contextmanager
+def prometheus_scraping(
+    server: ServerProc, tmp_path: Path, labels: dict[str, str], rules: list[dict[str, Any]] | None = None
+) -> Iterator[str]:
+    """A real Prometheus scraping `server` every second (target `labels` added); yields its URL."""
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "mlkube",
+                "static_configs": [{"targets": [f"127.0.0.1:{server.port}"], "labels": labels}],
+            }
+        ],
+    }
+    if rules is not None:
+        (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rules}))
+        config["rule_files"] = [str(tmp_path / "rules.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        prom = subprocess.Popen(
+            [
+                _prometheus_binary(),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        server.wait_ready()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        prom.terminate()
+        prom.wait(timeout=20)
+
+
 @pytest.fixture()
 def scraped(artifacts: dict[str, Artifact], tmp_path: Path) -> Iterator[tuple[ServerProc, str]]:
     server = start_server("iris", artifacts["iris"], tmp_path)
@@ -36,41 +75,10 @@ def scraped(artifacts: dict[str, Artifact], tmp_path: Path) -> Iterator[tuple[Se
     groups = rule["spec"]["groups"]
     for group in groups:
         group["interval"] = "1s"  # evaluate fast enough for a test
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": groups}))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp_path / "rules.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "mlkube",
-                "static_configs": [
-                    {
-                        "targets": [f"127.0.0.1:{server.port}"],
-                        "labels": {"namespace": "test", "pod": "iris-0"},
-                    }
-                ],
-            }
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    prom = subprocess.Popen(
-        [
-            _prometheus_binary(),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        server.wait_ready()
-        yield server, f"http://127.0.0.1:{port}"
+        with prometheus_scraping(server, tmp_path, {"namespace": "test", "pod": "iris-0"}, groups) as url:
+            yield server, url
     finally:
-        prom.terminate()
-        prom.wait(timeout=20)
         server.stop()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from mlkube_operator.adapters.prometheus import window_counts
 from mlkube_operator.analysis.counts import Counts, parse_metrics
@@ -32,7 +30,7 @@ from mlkube_operator.api.modeldeployment import Thresholds, Verdict
 from mlkube_operator.errors import TemporaryFailure
 
 from .conftest import Artifact, ServerProc, free_port, start_server
-from .test_prometheus import _prometheus_binary, query
+from .test_prometheus import prometheus_scraping, query
 
 NAMESPACE, POD, MODEL = "test", "pipe-0", "pipe"
 WINDOW = 600  # longer than the test: the window holds every sample Prometheus took
@@ -41,36 +39,10 @@ WINDOW = 600  # longer than the test: the window holds every sample Prometheus t
 @pytest.fixture()
 def scraped(artifacts: dict[str, Artifact], tmp_path: Path) -> Iterator[tuple[ServerProc, str]]:
     server = start_server(MODEL, artifacts[MODEL], tmp_path)
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "mlkube",
-                "static_configs": [
-                    {"targets": [f"127.0.0.1:{server.port}"], "labels": {"namespace": NAMESPACE, "pod": POD}}
-                ],
-            }
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    prom = subprocess.Popen(
-        [
-            _prometheus_binary(),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        server.wait_ready()
-        yield server, f"http://127.0.0.1:{port}"
+        with prometheus_scraping(server, tmp_path, {"namespace": NAMESPACE, "pod": POD}) as url:
+            yield server, url
     finally:
-        prom.terminate()
-        prom.wait(timeout=20)
         server.stop()
 
 

@@ -198,7 +198,7 @@ class ServedModel:
     def predict(self, x: Matrix, want_proba: bool) -> Prediction:
         """One predict (and predict_proba if asked) over a whole batch. Runs on any thread."""
         fast = self._fast
-        if fast is not None and x.dtype == np.float64:
+        if fast is not None and (x.dtype == np.float64 or fast.takes_objects):
             return Prediction(*fast.predict(x, want_proba))
         data = self._model_input(x)
         est = self.estimator
@@ -268,37 +268,61 @@ class ServedModel:
             return
         self.schema = self.schema.with_allow_nan(True)
 
-    def check_rows(self, n: int = 256, seed: int = 0) -> Matrix:
-        """Varied numeric rows for checking a fast path: spread over each feature's reference
-        range (or a wide normal), with some values outside it and, if the model takes them, NaNs."""
+    def check_rows(self, n: int = 256, seed: int = 0, levels: dict[int, list[Any]] | None = None) -> Matrix:
+        """Varied rows for checking a fast path: numbers spread over each feature's reference
+        range (or a wide normal), with some values outside it and, if the model takes them,
+        NaNs; categories drawn from ``levels`` (the fitted ones), the profile's levels, a level
+        never seen, and missing."""
         rng = np.random.default_rng(seed)
-        cols = []
-        for name in self.schema.feature_names:
+        cols: list[npt.NDArray[Any]] = []
+        for j, (name, categorical) in enumerate(
+            zip(self.schema.feature_names, self.schema.categorical, strict=True)
+        ):
             column = self.profile.feature(name) if self.profile is not None else None
-            if column is not None and column.bin_edges:
+            if categorical:
+                known = list((levels or {}).get(j, []))
+                if column is not None and column.levels:
+                    known += list(column.levels)
+                choices = np.empty(len(known) + 2, dtype=object)
+                choices[:] = [*known, "__mlkube_unseen_level__", np.nan]
+                cols.append(choices[rng.integers(0, len(choices), n)])
+            elif column is not None and column.bin_edges:
                 lo, hi = float(column.bin_edges[0]), float(column.bin_edges[-1])
                 span = (hi - lo) or 1.0
                 cols.append(rng.uniform(lo - 0.2 * span, hi + 0.2 * span, n))
             else:
                 cols.append(rng.normal(0.0, 3.0, n))
-        x = np.column_stack(cols).astype(np.float64)
-        x = np.vstack([self.sample_rows(1).astype(np.float64), x])
-        if self.schema.allow_nan:
-            mask = rng.random(x.shape) < 0.05
-            x[mask] = np.nan
+        numeric = [j for j, categorical in enumerate(self.schema.categorical) if not categorical]
+        if self.schema.all_numeric:
+            x: Matrix = np.column_stack(cols).astype(np.float64)
+            x = np.vstack([self.sample_rows(1).astype(np.float64), x])
+        else:
+            # Like the codec's object matrices: Python floats in numeric columns, raw categories.
+            x = np.empty((n, self.schema.n_features), dtype=object)
+            for j, col in enumerate(cols):
+                x[:, j] = col if col.dtype == object else col.tolist()
+            x = np.vstack([self.sample_rows(1), x])
+        if self.schema.allow_nan and numeric:
+            mask = rng.random((x.shape[0], len(numeric))) < 0.05
+            mask[-1, :] = True  # one row missing every number
+            for k, j in enumerate(numeric):
+                x[mask[:, k], j] = np.nan
         return x
 
     def _try_fast_path(self) -> None:
-        if not self.schema.all_numeric:
+        names = list(self.schema.feature_names)
+        path = fastpath.build(self.estimator, names, self.schema.categorical)
+        if path is None:
             return
-        if self._frame_columns is not None and self._frame_columns != list(self.schema.feature_names):
-            return
-        path = fastpath.build(self.estimator)
+        if not path.takes_objects and (
+            not self.schema.all_numeric or (self._frame_columns is not None and self._frame_columns != names)
+        ):
+            return  # a bare estimator's path takes the server's float64 matrix as it is
         with warnings.catch_warnings():
-            # A forest fitted on a DataFrame warns when checked against an ndarray.
+            # An imputer warns about columns that were all missing in training, on every call.
             warnings.simplefilter("ignore", UserWarning)
-            same = path is not None and fastpath.verify(path, self.check_rows())
-        if path is not None and same:
+            same = fastpath.verify(path, self.check_rows(levels=path.probe_levels()), self._model_input)
+        if same:
             self._fast = path
             self.fast_path = path.name
 

@@ -43,17 +43,24 @@ class Kube:
         return cls(kubernetes.client.ApiClient(configuration))
 
     @staticmethod
-    def _call(fn: Any, *args: Any, **kwargs: Any) -> JSON | None:
-        """Call an API method raw; None on 404, classified exceptions otherwise."""
+    def _raw(fn: Any, *args: Any, **kwargs: Any) -> tuple[int, JSON | None]:
+        """Call an API method raw: (200, body) or (404 | 409, None); other failures raise, classified."""
         try:
             response = fn(*args, _preload_content=False, **kwargs)
         except ApiException as err:
-            if err.status == 404:
-                return None
+            if err.status in (404, 409):
+                return int(err.status), None
             raise classify_http(err.status, _reason(err)) from err
         except (HTTPError, OSError) as err:
             raise TemporaryFailure(f"cannot reach the API server: {err}") from err
-        data: JSON = json.loads(response.data)
+        data: JSON | None = json.loads(response.data) if response.data else None
+        return 200, data
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> JSON | None:
+        """Call an API method raw; None on 404."""
+        code, data = self._raw(fn, *args, **kwargs)
+        if code == 409:
+            raise Conflict(f"conflict calling {getattr(fn, '__name__', fn)}", delay=1)
         return data
 
     def get_custom(self, plural: str, namespace: str, name: str) -> JSON | None:
@@ -67,43 +74,33 @@ class Kube:
 
     def create_custom(self, plural: str, body: JSON) -> bool:
         """Create an mlkube resource; False when it already exists."""
-        meta = body["metadata"]
-        try:
-            self.custom.create_namespaced_custom_object(
-                C.GROUP, C.VERSION, meta["namespace"], plural, body, _preload_content=False
-            )
-        except ApiException as err:
-            if err.status == 409:
-                return False
-            raise classify_http(err.status, _reason(err)) from err
-        except (HTTPError, OSError) as err:
-            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
-        log.info("Created %s %s/%s", body["kind"], meta["namespace"], meta["name"])
-        return True
+        return self._create(
+            lambda namespace, obj, **kw: self.custom.create_namespaced_custom_object(
+                C.GROUP, C.VERSION, namespace, plural, obj, **kw
+            ),
+            body,
+        )
 
     def patch_status(self, plural: str, obj: JSON, status: JSON) -> None:
         """Write the whole status, guarded by the resourceVersion it was computed from.
 
-        A reconcile that started from a stale copy gets 409 (a TemporaryFailure) instead
-        of overwriting what a newer reconcile wrote; the write that made it stale has
-        already triggered a fresh reconcile.
+        A reconcile that started from a stale copy gets 409 (a Conflict) instead of
+        overwriting what a newer reconcile wrote; the write that made it stale has
+        already triggered a fresh reconcile. A deleted object needs no status.
         """
         meta = obj["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                C.GROUP, C.VERSION, meta["namespace"], plural, meta["name"], body, _preload_content=False
-            )
-        except ApiException as err:
-            if err.status == 409:
-                raise Conflict(
-                    f"{plural}/{meta['name']} changed meanwhile; reconciling again", delay=1
-                ) from err
-            if err.status == 404:
-                return
-            raise classify_http(err.status, _reason(err)) from err
-        except (HTTPError, OSError) as err:
-            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
+        code, _ = self._raw(
+            self.custom.patch_namespaced_custom_object_status,
+            C.GROUP,
+            C.VERSION,
+            meta["namespace"],
+            plural,
+            meta["name"],
+            body,
+        )
+        if code == 409:
+            raise Conflict(f"{plural}/{meta['name']} changed meanwhile; reconciling again", delay=1)
 
     def get_job(self, namespace: str, name: str) -> JSON | None:
         return self._call(self.batch.read_namespaced_job, name, namespace)
@@ -171,15 +168,10 @@ class Kube:
 
     def _create(self, fn: Any, body: JSON) -> bool:
         meta = body["metadata"]
-        try:
-            fn(meta["namespace"], body, _preload_content=False)
-        except ApiException as err:
-            if err.status == 409:
-                log.info("%s %s/%s already exists", body["kind"], meta["namespace"], meta["name"])
-                return False
-            raise classify_http(err.status, _reason(err)) from err
-        except (HTTPError, OSError) as err:
-            raise TemporaryFailure(f"cannot reach the API server: {err}") from err
+        code, _ = self._raw(fn, meta["namespace"], body)
+        if code == 409:
+            log.info("%s %s/%s already exists", body["kind"], meta["namespace"], meta["name"])
+            return False
         log.info("Created %s %s/%s", body["kind"], meta["namespace"], meta["name"])
         return True
 

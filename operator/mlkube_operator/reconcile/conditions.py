@@ -54,3 +54,24 @@ def set_condition(
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
+
+
+def settled(
+    conditions: list[Condition],
+    observed_generation: int | None,
+    generation: int,
+    type_: str,
+    waiting_reasons: frozenset[str] = frozenset(),
+) -> bool:
+    """The summary condition reached a verdict (True or False) for this very generation.
+
+    Reasons in `waiting_reasons` mean "not started yet", never a verdict.
+    """
+    cond = get_condition(conditions, type_)
+    return (
+        observed_generation == generation
+        and cond is not None
+        and cond.observed_generation == generation
+        and cond.status is not ConditionStatus.UNKNOWN
+        and cond.reason not in waiting_reasons
+    )

@@ -16,7 +16,7 @@ from ..api.common import ConditionStatus
 from ..api.dataset import ColumnSchema, DatasetSpec, DatasetStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
-from .conditions import get_condition, set_condition
+from .conditions import set_condition, settled
 from .jobs import JobPhase, JobView, build_job
 from .naming import child_name, labels, owner_reference
 from .plan import Event, Plan, finish
@@ -30,14 +30,8 @@ def profile_job_name(name: str, generation: int) -> str:
     return child_name(name, f"profile-{generation}")
 
 
-def is_settled(status: DatasetStatus, generation: int, condition: str = C.READY) -> bool:
-    cond = get_condition(status.conditions, condition)
-    return (
-        status.observed_generation == generation
-        and cond is not None
-        and cond.observed_generation == generation
-        and cond.status is not ConditionStatus.UNKNOWN
-    )
+def is_settled(status: DatasetStatus, generation: int) -> bool:
+    return settled(status.conditions, status.observed_generation, generation, C.READY)
 
 
 def build_profile_job(obj: JSON, spec: DatasetSpec, settings: Settings) -> JSON:

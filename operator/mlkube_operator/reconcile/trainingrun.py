@@ -19,7 +19,7 @@ from ..api.dataset import DatasetStatus
 from ..api.trainingrun import ModelArtifact, TrainingRunSpec, TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
-from .conditions import get_condition, set_condition
+from .conditions import get_condition, set_condition, settled
 from .dataset import is_settled as _dataset_settled
 from .jobs import JobPhase, JobView, build_job
 from .naming import child_name, labels, owner_reference
@@ -37,14 +37,8 @@ def training_job_name(name: str, generation: int) -> str:
 
 
 def is_settled(status: TrainingRunStatus, generation: int) -> bool:
-    cond = get_condition(status.conditions, C.SUCCEEDED)
-    return (
-        status.observed_generation == generation
-        and cond is not None
-        and cond.observed_generation == generation
-        and cond.status is not ConditionStatus.UNKNOWN
-        and cond.reason != C.REASON_DATASET_NOT_READY
-    )
+    waiting = frozenset({C.REASON_DATASET_NOT_READY})
+    return settled(status.conditions, status.observed_generation, generation, C.SUCCEEDED, waiting)
 
 
 def dataset_readiness(dataset: JSON | None, name: str) -> tuple[DatasetStatus | None, str]:

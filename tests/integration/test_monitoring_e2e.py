@@ -8,6 +8,7 @@ rolls back to the previous model by recording the rollback in status.
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from typing import Any
 
@@ -306,3 +307,28 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
         "jsonpath={.items[*].reason}",
     )
     assert {"Canary", "CanaryPromoted", "CanaryAborted"} <= set(reasons.split())
+
+
+def test_unreachable_prometheus_is_reported_in_status(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    url = f"http://127.0.0.1:{closed}"
+    monitoring = {**MONITORING, "source": {"type": "Prometheus", "prometheusUrl": url}}
+    docs = iris_stack("iris-lr", {"replicas": 1, "monitoring": monitoring})
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    degraded = wait_for(
+        lambda: (
+            (c := condition(get_cr(api, "modeldeployments", namespace, "iris"), "Degraded"))
+            and c["reason"] == "MetricsUnavailable"
+            and c
+        ),
+        60,
+        "Degraded=Unknown for the unreachable Prometheus",
+    )
+    assert degraded["status"] == "Unknown" and url in degraded["message"]
+    assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Ready")["status"] == "True"  # type: ignore[index]

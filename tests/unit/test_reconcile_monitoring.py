@@ -184,3 +184,16 @@ def test_retrain_creates_a_training_run_from_the_template_then_serves_it() -> No
     changed["metadata"]["generation"] = 2
     mine = plan_model_deployment(changed, spec_run, None, NOW, Settings(), retrained)
     assert mine.status["retrainRun"] is None
+
+
+def test_unreadable_metrics_make_degraded_unknown_and_act_on_nothing() -> None:
+    obj = md()
+    healthy = plan_monitoring(obj, spec_of(obj), verdict(Verdict.HEALTHY), NOW)
+    later = md(status=healthy.status)
+    plan = plan_monitoring(
+        later, spec_of(later), None, NOW, unavailable="Cannot query Prometheus at http://p:9090"
+    )
+    degraded = cond(plan.status, C.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("Unknown", "MetricsUnavailable")
+    assert "http://p:9090" in degraded["message"]
+    assert plan.status["lastAnalysis"] == healthy.status["lastAnalysis"] and plan.events == []

@@ -24,7 +24,7 @@ from ..analysis.counts import Counts, delta, parse_metrics, total
 from ..analysis.verdict import analyse
 from ..api.modeldeployment import MetricsSourceType, ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.validation import InvalidSpecError, parse_model
-from ..errors import PermanentFailure
+from ..errors import PermanentFailure, TemporaryFailure
 from ..reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
 from .lifecycle import runtime
 from .training import guard
@@ -103,7 +103,14 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
             if status.canary is not None and status.candidate_model
             else status.current_model
         )
-        window = window_of(meta, spec, judged.sha256, now)
+        try:
+            window = window_of(meta, spec, judged.sha256, now)
+        except TemporaryFailure as err:
+            # Say so in status (Degraded=Unknown) and let kopf retry; no action on no data.
+            unavailable = plan_monitoring(obj, spec, None, now, unavailable=str(err))
+            if unavailable.changed:
+                runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, unavailable.status)
+            raise
         analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
     plan = plan_monitoring(obj, spec, analysis, now)
     if plan.create_run is not None and runtime().kube.create_custom(TRAINING_RUNS, plan.create_run):

@@ -60,9 +60,17 @@ def _cooled_down(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: 
 
 
 def plan_monitoring(
-    obj: JSON, spec: ModelDeploymentSpec, analysis: Analysis | None, now: datetime
+    obj: JSON,
+    spec: ModelDeploymentSpec,
+    analysis: Analysis | None,
+    now: datetime,
+    unavailable: str | None = None,
 ) -> MonitoringPlan:
-    """Record `analysis` (None: monitoring disabled or unsupported) and act on a Degraded verdict."""
+    """Record `analysis` and act on a Degraded verdict.
+
+    `analysis` is None when monitoring is disabled or unsupported, or when the metrics
+    could not be read (`unavailable` says why: then Degraded is Unknown, nothing acts).
+    """
     generation = int(obj["metadata"]["generation"])
     old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
     new = old.model_copy(deep=True)
@@ -76,6 +84,8 @@ def plan_monitoring(
         degraded(ConditionStatus.FALSE, C.REASON_MONITORING_DISABLED, "spec.monitoring.enabled is false")
     elif unsupported is not None:
         degraded(ConditionStatus.UNKNOWN, C.REASON_UNSUPPORTED, unsupported)
+    elif unavailable is not None:
+        degraded(ConditionStatus.UNKNOWN, C.REASON_METRICS_UNAVAILABLE, unavailable)
     elif analysis is not None:
         new.last_analysis = analysis
         if analysis.verdict is Verdict.DEGRADED:

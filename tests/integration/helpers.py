@@ -26,6 +26,15 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool =
     return result.stdout + (result.stderr if not check else "")
 
 
+def event_reasons(kubeconfig: str, namespace: str, kind: str | None = None) -> set[str]:
+    """Reasons of the Events in `namespace`, optionally only those about objects of `kind`."""
+    selector = ["--field-selector", f"involvedObject.kind={kind}"] if kind else []
+    out = kubectl(
+        kubeconfig, "-n", namespace, "get", "events", *selector, "-o", "jsonpath={.items[*].reason}"
+    )
+    return set(out.split())
+
+
 def get_cr(api: kubernetes.client.ApiClient, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     custom = kubernetes.client.CustomObjectsApi(api)
     try:

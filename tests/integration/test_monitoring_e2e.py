@@ -19,7 +19,7 @@ from sklearn.datasets import load_iris
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, get_cr, iris_stack, kubectl, wait_condition, wait_for
+from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_condition, wait_for
 
 pytestmark = pytest.mark.cluster
 MONITORING = {
@@ -146,18 +146,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
         120,
         "the first model to serve again",
     )
-    reasons = kubectl(
-        kc,
-        "-n",
-        namespace,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=ModelDeployment",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    )
-    assert {"Degraded", "RolledBack"} <= set(reasons.split())
+    assert {"Degraded", "RolledBack"} <= event_reasons(kc, namespace, "ModelDeployment")
 
 
 def test_drift_triggers_a_retrain_whose_model_is_then_served(
@@ -295,18 +284,7 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     assert aborted["pinnedModel"]["sha256"] == second and "Aborted the canary" in aborted["lastAction"]
     wait_for(lambda: not shas("canary") and shas("stable") == {second}, 120, "the canary pods to go away")
     assert status(api, namespace)["currentModel"]["sha256"] == second
-    reasons = kubectl(
-        kc,
-        "-n",
-        namespace,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=ModelDeployment",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    )
-    assert {"Canary", "CanaryPromoted", "CanaryAborted"} <= set(reasons.split())
+    assert {"Canary", "CanaryPromoted", "CanaryAborted"} <= event_reasons(kc, namespace, "ModelDeployment")
 
 
 def test_unreachable_prometheus_is_reported_in_status(

@@ -16,7 +16,7 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, get_cr, iris_stack, kubectl, wait_condition, wait_for
+from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_condition, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -120,18 +120,7 @@ def test_model_deployment_serves_and_rolls_new_models(
     md2 = wait_for(rolled, 180, "the new model to roll out to every replica")
     assert md2["status"]["previousModel"]["sha256"] == first_sha
     assert md2["status"].get("candidateModel") is None
-    reasons = kubectl(
-        kc,
-        "-n",
-        namespace,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=ModelDeployment",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    )
-    assert {"RollingOut", "Serving"} <= set(reasons.split())
+    assert {"RollingOut", "Serving"} <= event_reasons(kc, namespace, "ModelDeployment")
 
     # Losing the TrainingRun does not take the model down.
     kubectl(kc, "-n", namespace, "delete", "trainingrun", "iris-rf", "--wait=true")

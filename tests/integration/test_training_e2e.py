@@ -21,7 +21,16 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import artifact_host_path, condition, get_cr, jobs_of, kubectl, wait_condition, wait_for
+from .helpers import (
+    artifact_host_path,
+    condition,
+    event_reasons,
+    get_cr,
+    jobs_of,
+    kubectl,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,8 +123,7 @@ def test_iris_example_end_to_end(dev_cluster: Any, namespace: str, mlkube_operat
     table = kubectl(kc, "-n", namespace, "get", "trainingruns")
     assert "SUCCEEDED" in table and "ACCURACY" in table and "True" in table
     assert "iris-rf" in kubectl(kc, "-n", namespace, "get", "mlkube")
-    reasons = kubectl(kc, "-n", namespace, "get", "events", "-o", "jsonpath={.items[*].reason}")
-    assert {"Profiling", "Profiled", "Training", "Trained"} <= set(reasons.split())
+    assert {"Profiling", "Profiled", "Training", "Trained"} <= event_reasons(kc, namespace)
 
     kubectl(kc, "-n", namespace, "delete", "trainingrun", "iris-rf", "--wait=true")
     wait_for(

@@ -164,6 +164,23 @@ class ObjectCache:
         return self._get("secrets", name)
 
 
+def _key_ref(cache: ObjectCache, ns: str, src: Obj) -> str | None:
+    """The value of a configMapKeyRef / secretKeyRef; None when optional and absent."""
+    if "configMapKeyRef" in src:
+        ref, kind, obj = src["configMapKeyRef"], "ConfigMap", cache.configmap(src["configMapKeyRef"]["name"])
+        raw = configmap_value(obj, ref["key"]) if obj is not None else None
+    else:
+        ref, kind, obj = src["secretKeyRef"], "Secret", cache.secret(src["secretKeyRef"]["name"])
+        raw = secret_value(obj, ref["key"]) if obj is not None else None
+    if raw is None:
+        if ref.get("optional"):
+            return None
+        if obj is None:
+            raise ConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+        raise ConfigError(f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
+    return raw.decode("utf-8", errors="replace")
+
+
 def container_env(
     pod: Obj,
     container: Obj,
@@ -208,32 +225,10 @@ def container_env(
             env[name] = field_value(pod, src["fieldRef"]["fieldPath"])
         elif "resourceFieldRef" in src:
             env[name] = resource_value(container, src["resourceFieldRef"], node_allocatable)
-        elif "configMapKeyRef" in src:
-            ref = src["configMapKeyRef"]
-            cm = cache.configmap(ref["name"])
-            if cm is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'configmap "{ref["name"]}" not found')
-            cval = configmap_value(cm, ref["key"])
-            if cval is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f"couldn't find key {ref['key']} in ConfigMap {ns}/{ref['name']}")
-            env[name] = cval.decode("utf-8", errors="replace")
-        elif "secretKeyRef" in src:
-            ref = src["secretKeyRef"]
-            sec = cache.secret(ref["name"])
-            if sec is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'secret "{ref["name"]}" not found')
-            sval = secret_value(sec, ref["key"])
-            if sval is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f"couldn't find key {ref['key']} in Secret {ns}/{ref['name']}")
-            env[name] = sval.decode("utf-8", errors="replace")
+        elif "configMapKeyRef" in src or "secretKeyRef" in src:
+            value = _key_ref(cache, ns, src)
+            if value is not None:
+                env[name] = value
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom {sorted(src)}")
     return env

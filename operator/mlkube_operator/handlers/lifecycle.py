@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from .. import constants as C
 from ..adapters.kube import Kube
+from ..reconcile.plan import Event
 from ..settings import Settings
 
 
@@ -41,3 +42,10 @@ def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> N
     settings.execution.max_workers = 8
     _runtime = Runtime(kube=Kube.connect(), settings=Settings.from_env(os.environ))
     logger.info("mlkube operator started with image %s", _runtime.settings.image)
+
+
+def post_event(obj: dict[str, Any], event: Event) -> None:
+    """An Event on the resource `obj` (the API caps messages; keep them readable)."""
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, obj)), type=event.type, reason=event.reason, message=event.message[:1000]
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -26,7 +26,7 @@ from ..api.modeldeployment import MetricsSourceType, ModelDeploymentSpec, ModelD
 from ..api.validation import InvalidSpecError, parse_model
 from ..errors import PermanentFailure, TemporaryFailure
 from ..reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
-from .lifecycle import runtime
+from .lifecycle import post_event, runtime
 from .training import guard
 
 JSON = dict[str, Any]
@@ -118,12 +118,7 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     if plan.changed:
         runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
     for event in plan.events:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, obj)),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1000],
-        )
+        post_event(obj, event)
         logger.info("%s: %s", event.reason, event.message)
 
 

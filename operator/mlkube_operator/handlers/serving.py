@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from .. import constants as C
 from ..reconcile.modeldeployment import TEMPLATE_HASH, canary_name, plan_model_deployment, predictor_name
-from .lifecycle import runtime
+from .lifecycle import post_event, runtime
 from .training import guard
 
 JSON = dict[str, Any]
@@ -49,19 +49,9 @@ def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     if plan.changed:
         rt.kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
     for event in plan.events:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, obj)),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1000],
-        )
+        post_event(obj, event)
     if plan.event is not None:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, obj)),
-            type=plan.event.type,
-            reason=plan.event.reason,
-            message=plan.event.message[:1000],
-        )
+        post_event(obj, plan.event)
 
 
 def _deployments_of_run(namespace: str, run: str) -> list[JSON]:

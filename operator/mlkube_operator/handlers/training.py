@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -17,7 +17,7 @@ from ..reconcile.jobs import JobPhase, view_job
 from ..reconcile.plan import Plan
 from ..reconcile.trainingrun import is_settled as run_settled
 from ..reconcile.trainingrun import plan_training_run, training_job_name
-from .lifecycle import runtime
+from .lifecycle import post_event, runtime
 
 JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
@@ -54,12 +54,7 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
     if plan.changed:
         kube.patch_status(plural, obj, plan.status)
     if plan.event is not None:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, obj)),
-            type=plan.event.type,
-            reason=plan.event.reason,
-            message=plan.event.message[:1000],
-        )
+        post_event(obj, plan.event)
 
 
 def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:

@@ -283,7 +283,11 @@ def test_min_rows(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 def test_max_missing_fraction(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     data = b"a,b,label\n1,,0\n2,,1\n3,5,0\n,6,1\n"
-    spec: dict[str, Any] = {"source": write_source(tmp_path, data), "target": "label"}
+    spec: dict[str, Any] = {
+        "source": write_source(tmp_path, data),
+        "target": "label",
+        "validation": {"maxMissingFraction": 0},
+    }
     message = failure(*profile(capsys, tmp_path, spec), "ValidationFailed")
     assert "column 'a' has 1 missing of 4 rows (fraction 0.25)" in message
     assert "column 'b' has 2 missing of 4 rows (fraction 0.5)" in message
@@ -295,6 +299,25 @@ def test_max_missing_fraction(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert code == 0
     prof = json.loads(Path(result["profileUri"].removeprefix("file://")).read_text())
     assert prof["features"][1]["missing"] == 2 and sum(prof["features"][1]["fractions"]) == pytest.approx(1)
+
+
+def test_default_missing_fraction_allows_what_training_imputes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # 40 rows, 2 missing in 'a' (5 %): training imputes them, so the default lets them through.
+    lines = [f"{'' if i in (3, 17) else i},{i % 7},{i % 2}" for i in range(40)]
+    data = ("a,b,label\n" + "\n".join(lines) + "\n").encode()
+    spec: dict[str, Any] = {"source": write_source(tmp_path, data), "target": "label"}
+    code, result = profile(capsys, tmp_path, spec)
+    assert code == 0, result
+    prof = json.loads(Path(result["profileUri"].removeprefix("file://")).read_text())
+    assert prof["features"][0]["missing"] == 2
+    # The default is 0.5: a column mostly empty still fails, naming the default bound.
+    mostly_empty = [f"{i if i % 3 == 0 else ''},{i % 7},{i % 2}" for i in range(40)]
+    data = ("a,b,label\n" + "\n".join(mostly_empty) + "\n").encode()
+    spec = {"source": write_source(tmp_path, data, "empty.csv"), "target": "label"}
+    message = failure(*profile(capsys, tmp_path, spec), "ValidationFailed")
+    assert "column 'a' has 26 missing of 40 rows" in message and "maxMissingFraction 0.5" in message
 
 
 def test_infinite_values_are_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

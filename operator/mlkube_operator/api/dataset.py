@@ -60,11 +60,18 @@ class ValidationRules(ApiModel):
 
     min_rows: int = Field(default=1, ge=1, description="Fewest rows accepted.")
     required_columns: list[ColumnName] = Field(default_factory=list, description="Columns that must exist.")
+    # 0.5, not 0: training imputes missing values (median for numbers, a category of its
+    # own for levels), so a few gaps are normal data; a column mostly missing is a broken
+    # export. 1 turns the check off, 0 demands complete data.
     max_missing_fraction: float = Field(
-        default=0.0,
+        default=0.5,
         ge=0.0,
         le=1.0,
-        description="Largest fraction of missing values allowed in any used column.",
+        description=(
+            "Largest fraction of missing values allowed in any used column (features and target). "
+            "Default 0.5: training imputes missing values, so only a mostly-empty column fails; "
+            "0 demands complete data, 1 turns the check off."
+        ),
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import kubernetes
@@ -19,6 +18,7 @@ from .. import constants as C
 from ..errors import Conflict, TemporaryFailure, classify_http
 from ..reconcile.naming import labels
 from ..settings import Settings
+from . import client
 
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -34,13 +34,8 @@ class Kube:
 
     @classmethod
     def connect(cls) -> Kube:
-        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
-        configuration = kubernetes.client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(kubernetes.client.ApiClient(configuration))
+        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG); requests counted."""
+        return cls(client.connect())
 
     @staticmethod
     def _raw(fn: Any, *args: Any, **kwargs: Any) -> tuple[int, JSON | None]:

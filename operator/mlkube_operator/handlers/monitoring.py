@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from .. import constants as C
+from .. import observability as obs
 from ..adapters.metrics import scrape_pods
 from ..adapters.prometheus import window_counts
 from ..analysis.counts import Counts, delta, parse_metrics, total
@@ -110,6 +111,7 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
             unavailable = plan_monitoring(obj, spec, None, now, unavailable=str(err))
             if unavailable.changed:
                 runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, unavailable.status)
+            obs.observe_analysis(meta["namespace"], meta["name"], obs.VERDICT_METRICS_UNAVAILABLE, None, ())
             raise
         analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
     plan = plan_monitoring(obj, spec, analysis, now)
@@ -120,6 +122,11 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     for event in plan.events:
         post_event(obj, event)
         logger.info("%s: %s", event.reason, event.message)
+    if analysis is not None:
+        values = analysis.values.model_dump(mode="json", by_alias=True)
+        obs.observe_analysis(
+            meta["namespace"], meta["name"], analysis.verdict.value, values, [e.reason for e in plan.events]
+        )
 
 
 @kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=5, initial_delay=5)
@@ -132,3 +139,4 @@ def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **_: Any) -> 
 def model_deployment_gone(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         HISTORY.forget((body.metadata.namespace or "", body.metadata.name or ""))
+        obs.forget_model_deployment(body.metadata.namespace or "", body.metadata.name or "")

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from .. import constants as C
+from .. import observability as obs
 from ..reconcile.modeldeployment import TEMPLATE_HASH, canary_name, plan_model_deployment, predictor_name
 from .lifecycle import post_event, runtime
 from .training import guard
@@ -16,6 +17,7 @@ JSON = dict[str, Any]
 MODEL_DEPLOYMENTS, TRAINING_RUNS = "modeldeployments", "trainingruns"
 
 
+@obs.reconciliation(obs.KIND_MODEL_DEPLOYMENT)
 def reconcile_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from .. import constants as C
+from .. import observability as obs
 from ..adapters.kube import Kube
 from ..api.trainingrun import TrainingRunStatus
 from ..errors import Conflict, PermanentFailure, TemporaryFailure
@@ -57,6 +58,7 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
         post_event(obj, plan.event)
 
 
+@obs.reconciliation(obs.KIND_DATASET)
 def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]
@@ -65,6 +67,7 @@ def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:
     _apply(rt.kube, DATASETS, obj, plan, logger)
 
 
+@obs.reconciliation(obs.KIND_TRAINING_RUN)
 def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]

@@ -98,16 +98,19 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from .validate import exit_code, validate
 
-    return 1 if validate(list(args.paths)) else 0
+    return exit_code(validate(list(args.paths)))
 
 
 def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser(
         "validate",
         help="check mlkube manifests (files or directories) against the CRD models",
-        description="Check Dataset, TrainingRun and ModelDeployment manifests before they reach a cluster.",
+        description=(
+            "Check Dataset, TrainingRun and ModelDeployment manifests before they reach a cluster, "
+            "reading YAML as the API server does. Exit code: the number of invalid resources (at most 125)."
+        ),
     )
     cmd.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     cmd.set_defaults(func=_validate)

@@ -116,6 +116,48 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cmd.set_defaults(func=_validate)
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    import kubernetes
+
+    from .rollout import request
+
+    try:
+        kubernetes.config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    with kubernetes.client.ApiClient() as api:
+        try:
+            acted, result = request(api, args.namespace, args.deployment, args.action, args.wait)
+        except kubernetes.client.ApiException as err:
+            print(
+                f"mlkube: {args.action} {args.namespace}/{args.deployment}: {err.status} {err.reason}",
+                file=sys.stderr,
+            )
+            return 1
+    print(f"{args.namespace}/{args.deployment}: {args.action}: {result}")
+    return 0 if acted else 1
+
+
+def _add_rollout(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "rollout",
+        help="promote or abort a ModelDeployment's canary, or clear its rollback pin",
+        description=(
+            "Ask the operator to promote the running canary, abort the canary or rollout (the model "
+            "is rejected), or unpin (forget rejected models and serve what the TrainingRun offers). "
+            "Writes the mlkube.io/action annotations; the result is in status.manualAction and an Event."
+        ),
+    )
+    cmd.add_argument("action", choices=("promote", "abort", "unpin"))
+    cmd.add_argument("deployment", metavar="DEPLOYMENT", help="ModelDeployment name")
+    cmd.add_argument("-n", "--namespace", default="default")
+    cmd.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the operator's answer")
+    cmd.set_defaults(func=_rollout)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
@@ -129,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_dev(sub)
     _add_validate(sub)
+    _add_rollout(sub)
     parser.set_defaults(func=lambda _args: _usage(parser))
     return parser
 

@@ -90,3 +90,20 @@ REASON_RETRAINING: Final = "Retraining"
 REASON_CANARY: Final = "Canary"
 REASON_CANARY_PROMOTED: Final = "CanaryPromoted"
 REASON_CANARY_ABORTED: Final = "CanaryAborted"
+REASON_CANARY_INCONCLUSIVE: Final = "CanaryInconclusive"
+REASON_CANARY_SUPERSEDED: Final = "CanarySuperseded"
+REASON_MODEL_DEGRADED: Final = "ModelDegraded"
+REASON_MODEL_REJECTED: Final = "ModelRejected"
+REASON_RETRAIN_SKIPPED: Final = "RetrainSkipped"
+REASON_RETRAIN_INEFFECTIVE: Final = "RetrainIneffective"
+REASON_RETRAIN_FAILED: Final = "RetrainFailed"
+REASON_RETRAIN_SUPERSEDED: Final = "RetrainSuperseded"
+REASON_MANUAL_ACTION: Final = "ManualAction"
+REASON_MANUAL_ACTION_IGNORED: Final = "ManualActionIgnored"
+REASON_ABORTED_BY_USER: Final = "AbortedByUser"
+
+# Manual control of a ModelDeployment without a spec edit (see docs/operator.md):
+# `mlkube.io/action: promote|abort|unpin` acts once per `mlkube.io/action-id`.
+ANNOTATION_ACTION: Final = "mlkube.io/action"
+ANNOTATION_ACTION_ID: Final = "mlkube.io/action-id"
+MANUAL_ACTIONS: Final = ("promote", "abort", "unpin")

@@ -75,6 +75,7 @@ ACTION_OF_REASON: Final = {
     "RollbackImpossible": "RollbackImpossible",
     "Retraining": "Retrain",
     "CanaryAborted": "CanaryAbort",
+    "CanaryInconclusive": "CanaryAbort",
 }
 
 REGISTRY = CollectorRegistry(auto_describe=True)

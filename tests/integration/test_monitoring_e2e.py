@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from typing import Any
 
@@ -84,7 +85,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
                     "maxPredictionDriftPsi": 5,
                 },
             },
-            "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
+            "onDegradation": {"action": "Rollback", "cooldownSeconds": 0, "failureLimit": 1},
         },
     )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
@@ -134,7 +135,8 @@ def test_input_drift_rolls_back_to_the_previous_model(
         lambda: (s := status(api, namespace)).get("rolledBackFrom") == second and s, 90, "a rollback"
     )
     assert rolled["pinnedModel"]["sha256"] == first and rolled["rollbacks"] == 1
-    assert "inputDriftPsi" in rolled["lastAction"]
+    assert "inputDriftPsi" in rolled["lastAction"] and rolled["lastAction"].startswith("Rolling back from")
+    assert [r["sha256"] for r in rolled["rejectedModels"]] == [second]
     md = get_cr(api, "modeldeployments", namespace, "iris")
     assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched
     wait_for(
@@ -147,6 +149,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
         "the first model to serve again",
     )
     assert {"Degraded", "RolledBack"} <= event_reasons(kc, namespace, "ModelDeployment")
+    wait_for(lambda: status(api, namespace).get("state") == "RolledBack", 60, "state RolledBack")
 
 
 def test_drift_triggers_a_retrain_whose_model_is_then_served(
@@ -162,7 +165,12 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
         {
             "replicas": 1,
             "monitoring": MONITORING,
-            "onDegradation": {"action": "Retrain", "cooldownSeconds": 600, "retrainTemplate": template},
+            "onDegradation": {
+                "action": "Retrain",
+                "cooldownSeconds": 0,
+                "failureLimit": 1,
+                "retrainTemplate": template,
+            },
         },
     )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
@@ -187,6 +195,21 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
     md = get_cr(api, "modeldeployments", namespace, "iris")
     assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched
 
+    # Finding 13.2: the same drift again. The data has not changed and the served model
+    # came from the template already: no second retrain, an alert that says why.
+    wait_for(lambda: all_ready(api, namespace), 60, "the retrained predictor pods to be ready")
+    send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)
+    skipped = wait_for(
+        lambda: (
+            "RetrainSkipped" in event_reasons(kc, namespace, "ModelDeployment") and status(api, namespace)
+        ),
+        90,
+        "the retrain to be skipped",
+    )
+    assert "data has not changed" in skipped["lastAction"] and skipped["retrains"] == 1
+    assert get_cr(api, "trainingruns", namespace, "iris-retrain-2") is None
+    assert skipped["currentModel"]["sha256"] == new_sha
+
 
 def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
@@ -198,7 +221,7 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
             "replicas": 2,
             "strategy": {"type": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}]},
             "monitoring": MONITORING,
-            "onDegradation": {"action": "Alert"},
+            "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
         },
     )
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
@@ -229,13 +252,39 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
         )
         return str(run["status"]["model"]["sha256"])
 
-    # A good model: canary at 50 % (one pod of each), then promoted to both replicas.
+    def send_to(track: str, rows: list[list[float]], times: int = 1) -> None:
+        for pod in predictor_pods(api, namespace):
+            if pod["metadata"]["labels"].get(C.LABEL_TRACK) != track:
+                continue
+            url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
+            for _ in range(times):
+                for i in range(0, len(rows), 5):
+                    body = json.dumps({"instances": rows[i : i + 5]}).encode()
+                    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+                    with urllib.request.urlopen(req, timeout=10) as resp:
+                        assert resp.status == 200
+
+    # A good model: canary at 50 % (one pod of each). Without traffic it is not promoted,
+    # however long its pause: a step needs a Healthy verdict on the canary's own requests.
     second = retrain(0.3)
     wait_for(
         lambda: shas("canary") == {second} and shas("stable") == {first},
         120,
         "a canary pod beside a stable pod",
     )
+    wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
+    held = wait_for(
+        lambda: (
+            (s := status(api, namespace)).get("lastAnalysis", {}).get("verdict") == "InsufficientData"
+            and s.get("canary")
+            and s
+        ),
+        60,
+        "an inconclusive canary verdict",
+    )
+    assert held["state"] == "Canary" and held["currentModel"]["sha256"] == first
+    send_to("canary", IRIS_ROWS)  # 30 in-distribution requests on the canary
+    send_to("stable", IRIS_ROWS)
     promoted = wait_for(
         lambda: (
             (s := status(api, namespace)).get("currentModel", {}).get("sha256") == second
@@ -282,9 +331,33 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
         "the canary to be aborted",
     )
     assert aborted["pinnedModel"]["sha256"] == second and "Aborted the canary" in aborted["lastAction"]
+    assert "3 failing analyses" in aborted["lastAction"]  # failureLimit's default
     wait_for(lambda: not shas("canary") and shas("stable") == {second}, 120, "the canary pods to go away")
     assert status(api, namespace)["currentModel"]["sha256"] == second
     assert {"Canary", "CanaryPromoted", "CanaryAborted"} <= event_reasons(kc, namespace, "ModelDeployment")
+
+    # Finding 13.1: drift on the stable model now rolls it back to the first model; the
+    # aborted third model must not come back as a canary (it did: promoted 60 s later).
+    wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
+    send_to("stable", [[50.0, 50.0, 50.0, 50.0]] * 150)
+    rolled = wait_for(
+        lambda: (
+            (s := status(api, namespace)).get("state") == "RolledBack"
+            and s.get("currentModel", {}).get("sha256") == first
+            and s
+        ),
+        180,
+        "the rollback to the first model",
+    )
+    assert {r["sha256"]: r["reason"] for r in rolled["rejectedModels"]} == {
+        third: "CanaryAborted",
+        second: "RolledBack",
+    }
+    assert rolled["lastAction"].startswith("Rolling back from")
+    for _ in range(6):  # a minute of resyncs: nothing starts the rejected model again
+        s = status(api, namespace)
+        assert not shas("canary") and not s.get("canary") and s["currentModel"]["sha256"] == first
+        time.sleep(10)
 
 
 def test_unreachable_prometheus_is_reported_in_status(

@@ -6,11 +6,36 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlkube_operator import constants as C
-from mlkube_operator.reconcile.modeldeployment import TEMPLATE_HASH, plan_model_deployment
+from mlkube_operator.api.modeldeployment import Analysis, AnalysisValues, Verdict
+from mlkube_operator.reconcile.modeldeployment import (
+    TEMPLATE_HASH,
+    Judgement,
+    Observed,
+    ServingPlan,
+)
+from mlkube_operator.reconcile.modeldeployment import plan_model_deployment as _plan
 from mlkube_operator.settings import Settings
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
+B = "b" * 64
 S = Settings()
+
+
+def plan_model_deployment(
+    obj: dict[str, Any],
+    run: dict[str, Any] | None,
+    stable: dict[str, Any] | None,
+    now: datetime,
+    settings: Settings,
+    retrained: dict[str, Any] | None = None,
+    canary: dict[str, Any] | None = None,
+    judgement: Judgement | None = None,
+) -> ServingPlan:
+    return _plan(obj, Observed(run, retrained, stable, canary), now, settings, judgement)
+
+
+def healthy(sha: str, now: datetime) -> Judgement:
+    return Judgement(sha, Analysis(time=now, verdict=Verdict.HEALTHY, values=AnalysisValues(samples=500)))
 
 
 def md(strategy: str = "Rolling", status: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -163,14 +188,19 @@ def test_canary_steps_then_promotes() -> None:
             "availableReplicas": 1,
         }
     }
+    at10, at31 = NOW + timedelta(seconds=10), NOW + timedelta(seconds=31)
     waiting = plan_model_deployment(
-        obj, run("b" * 64), stable_live, NOW + timedelta(seconds=10), S, None, canary_live
+        obj, run("b" * 64), stable_live, at10, S, None, canary_live, healthy(B, at10)
     )
     assert waiting.status["canary"]["step"] == 0
+    # The pause is over but no verdict came with this reconcile: the step holds.
+    holding = plan_model_deployment(obj, run("b" * 64), stable_live, at31, S, None, canary_live)
+    assert holding.status["canary"]["step"] == 0 and holding.status["state"] == "Canary"
     promoting = plan_model_deployment(
-        obj, run("b" * 64), stable_live, NOW + timedelta(seconds=31), S, None, canary_live
+        obj, run("b" * 64), stable_live, at31, S, None, canary_live, healthy(B, at31)
     )
     assert promoting.status["canary"]["step"] == 1  # past the last step: promoting
+    assert promoting.status["state"] == "Promoting"
     obj["status"] = promoting.status
     promote = plan_model_deployment(
         obj, run("b" * 64), stable_live, NOW + timedelta(seconds=32), S, None, canary_live

@@ -40,6 +40,15 @@ class Strategy(ApiModel):
     steps: list[CanaryStep] = Field(
         default_factory=list, description="Canary steps, increasing weights; required for Canary."
     )
+    progress_deadline_seconds: int = Field(
+        default=900,
+        ge=10,
+        le=7 * 86400,
+        description=(
+            "Longest a canary step may wait for a conclusive Healthy verdict (enough requests on the "
+            "canary's pods); after it the canary is aborted (CanaryInconclusive). Must exceed every pauseSeconds."
+        ),
+    )
 
     @model_validator(mode="after")
     def _canary_steps(self) -> Self:
@@ -49,6 +58,12 @@ class Strategy(ApiModel):
             weights = [s.weight for s in self.steps]
             if weights != sorted(set(weights)):
                 raise ValueError("steps weights must strictly increase")
+            longest = max(s.pause_seconds for s in self.steps)
+            if self.progress_deadline_seconds <= longest:
+                raise ValueError(
+                    f"progressDeadlineSeconds {self.progress_deadline_seconds} must exceed every step's "
+                    f"pauseSeconds (longest {longest})"
+                )
         return self
 
 
@@ -100,6 +115,15 @@ class DegradationAction(StrEnum):
 class OnDegradation(ApiModel):
     action: DegradationAction = Field(default=DegradationAction.ALERT)
     cooldown_seconds: int = Field(default=600, ge=0, le=7 * 86400, description="Least time between actions.")
+    failure_limit: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "Consecutive failing analyses (Degraded, or a canary worse than the stable pods) before the "
+            "action is taken or a canary is aborted."
+        ),
+    )
     retrain_template: TrainingRunSpec | None = Field(
         default=None, description="Spec of the TrainingRun created by the Retrain action."
     )
@@ -131,6 +155,15 @@ class ServedModel(StatusModel):
     uri: str
     sha256: str
     dataset_hash: str | None = None
+    short_sha256: str | None = Field(default=None, description="First 12 hex digits of sha256 (for kubectl).")
+    reference_profile: str | None = Field(
+        default=None, description="profile.json of the data it was trained on (drift reference)."
+    )
+
+    @model_validator(mode="after")
+    def _short(self) -> Self:
+        self.short_sha256 = self.sha256[:12]
+        return self
 
 
 class Verdict(StrEnum):
@@ -158,36 +191,108 @@ class Analysis(StatusModel):
     )
 
 
+class RolloutState(StrEnum):
+    """Where a ModelDeployment is in its control loop (docs/operator.md has the transition table)."""
+
+    PENDING = "Pending"  # no model to serve yet
+    ROLLING_OUT = "RollingOut"  # the stable Deployment rolls to the target model on all replicas
+    CANARY = "Canary"  # a canary Deployment runs the candidate beside the stable pods
+    PROMOTING = "Promoting"  # the canary passed: the stable Deployment rolls to the candidate
+    ABORTING = "Aborting"  # the candidate was rejected: the canary goes, the stable scales back
+    STEADY = "Steady"  # every replica serves the target model
+    ROLLED_BACK = "RolledBack"  # steady on a pinned model because the offered one was rejected
+    RETRAINING = "Retraining"  # steady while the Retrain action's TrainingRun trains
+
+
 class CanaryStatus(StatusModel):
     step: int
     weight: int
     step_started_time: datetime | None = None
+    verdict: str | None = Field(
+        default=None,
+        description="What the last analysis of this step decided (Healthy, Degraded, Worse, ...).",
+    )
+    hold_reason: str | None = Field(default=None, description="Why the step does not advance yet.")
+    comparison: str | None = Field(
+        default=None, description="The last comparison with the stable pods: each check's values and p-value."
+    )
+
+
+class RejectedModel(StatusModel):
+    sha256: str
+    training_run: str
+    reason: str = Field(description="CanaryAborted, CanaryInconclusive, RolledBack or AbortedByUser.")
+    message: str = ""
+    time: datetime
+
+
+class RetrainRecord(StatusModel):
+    run: str
+    dataset_hash: str | None = Field(
+        default=None, description="Dataset contentHash when the retrain started."
+    )
+    spec_digest: str = Field(description="sha256 of the retrain template, to recognise a repeat.")
+    offered_sha256: str | None = Field(
+        default=None, description="The model the spec's TrainingRun offered when the retrain started."
+    )
+    time: datetime
+    result: str = Field(description="Training, Served, Failed, Ineffective or Superseded.")
+    message: str = ""
+
+
+class ManualAction(StatusModel):
+    action: str = Field(description="promote, abort or unpin (annotation mlkube.io/action).")
+    request_id: str = Field(default="", description="mlkube.io/action-id: the same id acts once.")
+    time: datetime
+    result: str = Field(description="What the operator did about it, or why nothing.")
+
+
+REJECTED_LIMIT = 10  # newest rejected models kept in status
 
 
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     conditions: Conditions
+    state: RolloutState | None = Field(default=None, description="State of the control loop.")
+    state_summary: str | None = Field(default=None, description="The state for kubectl, e.g. 'Canary 2/3'.")
+    state_since: datetime | None = None
     current_model: ServedModel | None = None
     previous_model: ServedModel | None = None
     candidate_model: ServedModel | None = Field(
-        default=None, description="The model a canary is rolling out."
+        default=None,
+        description="The model rolling out (canary or rolling update) that does not serve everywhere yet.",
     )
     canary: CanaryStatus | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
     last_analysis: Analysis | None = None
+    degraded_streak: int = Field(
+        default=0,
+        description="Consecutive failing analyses of the judged model; an action needs onDegradation.failureLimit.",
+    )
     last_action: str | None = Field(
-        default=None, description="The last action taken on degradation, and why."
+        default=None, description="The last action the operator took on its own or by request, and why."
     )
     last_action_time: datetime | None = None
     rollbacks: int = 0
     rolled_back_from: str | None = Field(
         default=None,
-        description="sha256 of a model rolled back from: while the TrainingRun still offers it, pinnedModel is served.",
+        description="sha256 of the model the last rollback rejected, while pinnedModel is served in its place.",
     )
-    pinned_model: ServedModel | None = Field(default=None, description="The model a rollback returned to.")
+    pinned_model: ServedModel | None = Field(
+        default=None,
+        description="The model a rollback returned to; served while the offered model is rejected.",
+    )
+    rejected_models: list[RejectedModel] = Field(
+        default_factory=list,
+        description="Models never served again unless a user asks (mlkube.io/action: unpin); newest last, at most 10.",
+    )
     retrain_run: str | None = Field(
         default=None,
         description="TrainingRun created by the Retrain action; its model is served once it has one.",
     )
     retrains: int = 0
+    last_retrain: RetrainRecord | None = None
+    manual_action: ManualAction | None = Field(
+        default=None, description="The last manual request and its result."
+    )

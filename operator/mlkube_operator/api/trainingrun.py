@@ -96,6 +96,10 @@ class TrainingRunStatus(StatusModel):
     dataset_hash: str | None = None
     task: str | None = Field(default=None, description="classification or regression.")
     metrics: dict[str, float] | None = None
+    accuracy: float | None = Field(
+        default=None, description="metrics.accuracy rounded to 4 decimals (for kubectl)."
+    )
+    r2: float | None = Field(default=None, description="metrics.r2 rounded to 4 decimals (for kubectl).")
     model: ModelArtifact | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None

@@ -1,16 +1,27 @@
-"""Closed loop for ModelDeployments: read the predictors' metrics, judge, record, act.
+"""Closed loop for ModelDeployments: read the predictors' metrics, judge, hand the verdict to the planner.
 
-A timer looks at every ModelDeployment every few seconds; the analysis itself runs
-once per `spec.monitoring.intervalSeconds`. With `source.type: PodScrape` the operator
-scrapes the pods and keeps the scrape history in memory: after an operator restart the
-first window simply counts from each pod's start, which is what its cumulative counters
-hold anyway. With `source.type: Prometheus` Prometheus keeps the history and answers
-for the window itself (`adapters.prometheus`).
+A timer looks at every ModelDeployment every few seconds; the analysis itself runs once
+per `spec.monitoring.intervalSeconds`, in a judged state (Steady, RolledBack, Retraining,
+Canary). The verdict is not written here: it goes, with everything else the planner
+reads, to the one ModelDeployment planner (handlers.serving), which records it and
+decides the next state.
+
+What is judged: in a canary step, the candidate's pods over the rows served since the
+step started (and the stable pods over the same time, for the comparison); otherwise the
+current model's pods over the last `windowSeconds`.
+
+With `source.type: PodScrape` the operator scrapes the pods and keeps the scrape history
+in memory, per model digest. A pod's rows count from a snapshot taken at or before the
+window's start; a pod that started inside the window counts whole (all its rows are in
+the window). A pod that is older than the window but absent from the history (the
+operator just restarted) is not counted and the verdict is InsufficientData until the
+history covers the window: a window never silently becomes "everything since the pod
+started". With `source.type: Prometheus` Prometheus keeps the history
+(`adapters.prometheus`).
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -21,111 +32,163 @@ from .. import constants as C
 from .. import observability as obs
 from ..adapters.metrics import scrape_pods
 from ..adapters.prometheus import window_counts
+from ..analysis.canary import compare
 from ..analysis.counts import Counts, delta, parse_metrics, total
 from ..analysis.verdict import analyse
-from ..api.modeldeployment import MetricsSourceType, ModelDeploymentSpec, ModelDeploymentStatus
+from ..api.modeldeployment import (
+    Analysis,
+    AnalysisValues,
+    MetricsSourceType,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Verdict,
+)
 from ..api.validation import InvalidSpecError, parse_model
 from ..errors import PermanentFailure, TemporaryFailure
-from ..reconcile.monitoring import analysis_due, plan_monitoring, unsupported_source
-from .lifecycle import post_event, runtime
+from ..reconcile.modeldeployment import Judgement
+from ..reconcile.monitoring import analysis_due, judged_window_start, unsupported_source
+from .lifecycle import runtime
+from .serving import reconcile_model_deployment
 from .training import guard
 
 JSON = dict[str, Any]
-MODEL_DEPLOYMENTS, TRAINING_RUNS = "modeldeployments", "trainingruns"
+MODEL_DEPLOYMENTS = "modeldeployments"
+# A process start up to this many seconds before the window's start still counts as
+# inside it (clock granularity between the pod's clock and ours).
+START_SLACK_SECONDS = 1.0
+MAX_SNAPSHOTS = 2000  # per (deployment, model); older ones are dropped (the window shrinks)
+
+Key = tuple[str, str, str]  # namespace, name, model sha256
 
 
 class History:
-    """Per ModelDeployment: (monotonic time, {pod uid: cumulative Counts}) snapshots."""
+    """Per (ModelDeployment, model digest): (wall time, {pod uid: cumulative Counts}) snapshots."""
 
     def __init__(self) -> None:
-        self._snapshots: dict[tuple[str, str], deque[tuple[float, dict[str, Counts]]]] = {}
+        self._snapshots: dict[Key, deque[tuple[float, dict[str, Counts]]]] = {}
 
-    def window(self, key: tuple[str, str], now: float, seconds: float, current: dict[str, Counts]) -> Counts:
-        """Counts of the last `seconds`: current minus the newest snapshot at least that old.
+    def oldest(self, key: Key) -> float | None:
+        snaps = self._snapshots.get(key)
+        return snaps[0][0] if snaps else None
 
-        Without such a snapshot (operator just started, window longer than the history)
-        the baseline is zero, i.e. everything since each pod started.
-        """
-        snaps = self._snapshots.setdefault(key, deque())
+    def window(
+        self, key: Key, now: float, start: float, current: dict[str, Counts]
+    ) -> tuple[Counts, str | None]:
+        """Counts of the rows served in [start, now], and None; or partial counts and why they are partial."""
+        snaps = self._snapshots.setdefault(key, deque(maxlen=MAX_SNAPSHOTS))
         baseline: dict[str, Counts] = {}
         for taken, counts in snaps:
-            if now - taken >= seconds:
+            if taken <= start:
                 baseline = counts
+        parts: list[Counts] = []
+        unseen = 0
+        for uid, c in current.items():
+            if uid in baseline:
+                parts.append(delta(c, baseline[uid]))
+            elif c.start_time is not None and c.start_time >= start - START_SLACK_SECONDS:
+                parts.append(c)  # started inside the window: every row it served is in it
+            else:
+                unseen += 1
         snaps.append((now, current))
-        while len(snaps) > 1 and now - snaps[1][0] >= seconds:
+        while len(snaps) > 1 and snaps[1][0] <= start:
             snaps.popleft()
-        return total(delta(c, baseline[uid]) if uid in baseline else c for uid, c in current.items())
+        why = None
+        if unseen:
+            covered = now - snaps[0][0]
+            why = (
+                f"operator history covers {covered:.0f}s of the {now - start:.0f}s window for {unseen} "
+                "pod(s) that started before it (operator restart?)"
+            )
+        return total(parts), why
 
-    def forget(self, key: tuple[str, str]) -> None:
-        self._snapshots.pop(key, None)
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._snapshots if k[:2] == (namespace, name)]:
+            del self._snapshots[key]
 
 
 HISTORY = History()
 
 
-def window_of(meta: JSON, spec: ModelDeploymentSpec, served: str, now: datetime) -> Counts:
-    """The last `windowSeconds` of the predictor pods serving the digest `served`."""
-    key = (meta["namespace"], meta["name"])
+def window_of(
+    meta: JSON, spec: ModelDeploymentSpec, served: str, start: datetime, now: datetime
+) -> tuple[Counts, str | None]:
+    """Rows served by the predictor pods of the digest `served` from `start` until `now`."""
+    namespace, name = meta["namespace"], meta["name"]
     source = spec.monitoring.source
     if source.type is MetricsSourceType.PROMETHEUS:
         if not source.prometheus_url:  # the CRD schema and pydantic already reject this
             raise PermanentFailure("spec.monitoring.source.prometheusUrl is required when type is Prometheus")
-        HISTORY.forget(key)  # nothing to keep: Prometheus does the windowing
-        return window_counts(
-            source.prometheus_url,
-            meta["namespace"],
-            meta["name"],
-            served,
-            spec.monitoring.window_seconds,
-            at=now.timestamp(),
-        )
-    selector = f"{C.LABEL_INSTANCE}={meta['name']},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
-    texts = scrape_pods(runtime().kube, meta["namespace"], selector, spec.serving.port)
+        HISTORY.forget(namespace, name)  # nothing to keep: Prometheus does the windowing
+        seconds = max(10, round((now - start).total_seconds()))
+        counts = window_counts(source.prometheus_url, namespace, name, served, seconds, at=now.timestamp())
+        return counts, None
+    selector = f"{C.LABEL_INSTANCE}={name},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
+    texts = scrape_pods(runtime().kube, namespace, selector, spec.serving.port)
     current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
-    return HISTORY.window(key, time.monotonic(), spec.monitoring.window_seconds, current)
+    key = (namespace, name, served)
+    return HISTORY.window(key, now.timestamp(), start.timestamp(), current)
+
+
+def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> Judgement:
+    """Analyse the judged model (and compare a canary with the stable pods). Raises TemporaryFailure."""
+    thresholds, min_samples = spec.monitoring.thresholds, spec.monitoring.min_samples
+    assert status.current_model is not None
+    canary = status.canary is not None and status.candidate_model is not None
+    judged = status.candidate_model if canary and status.candidate_model else status.current_model
+    start = judged_window_start(status, spec, now)
+    if canary and spec.monitoring.source.type is MetricsSourceType.POD_SCRAPE:
+        # After an operator restart mid-step, judge from the first snapshot on (still inside the step).
+        oldest = HISTORY.oldest((meta["namespace"], meta["name"], judged.sha256))
+        if oldest is not None and oldest > start.timestamp():
+            start = datetime.fromtimestamp(oldest, UTC)
+    window, partial = window_of(meta, spec, judged.sha256, start, now)
+    if partial is not None:
+        samples = round(sum(window.requests.values()))
+        analysis = Analysis(
+            time=now,
+            verdict=Verdict.INSUFFICIENT_DATA,
+            values=AnalysisValues(samples=samples),
+            reasons=[partial],
+        )
+        return Judgement(judged.sha256, analysis)
+    analysis = analyse(window, thresholds, min_samples, now)
+    comparison = None
+    if canary:
+        stable, stable_partial = window_of(meta, spec, status.current_model.sha256, start, now)
+        if stable_partial is None:
+            comparison = compare(window, stable)
+    return Judgement(judged.sha256, analysis, comparison)
 
 
 def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
-    meta = obj["metadata"]
     try:
         spec = parse_model(ModelDeploymentSpec, obj.get("spec"))
     except InvalidSpecError:
         return  # the serving reconcile reports InvalidSpec
     status = ModelDeploymentStatus.model_validate(obj.get("status") or {})
     now = datetime.now(UTC)
-    if not spec.monitoring.enabled or unsupported_source(spec):
-        analysis = None
-    elif not analysis_due(status, spec, now) or status.current_model is None:
+    if not spec.monitoring.enabled or unsupported_source(spec) or not analysis_due(status, spec, now):
         return
-    else:
-        # While a canary runs, it is the candidate's pods that are judged.
-        judged = (
-            status.candidate_model
-            if status.canary is not None and status.candidate_model
-            else status.current_model
-        )
-        try:
-            window = window_of(meta, spec, judged.sha256, now)
-        except TemporaryFailure as err:
-            # Say so in status (Degraded=Unknown) and let kopf retry; no action on no data.
-            unavailable = plan_monitoring(obj, spec, None, now, unavailable=str(err))
-            if unavailable.changed:
-                runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, unavailable.status)
-            obs.observe_analysis(meta["namespace"], meta["name"], obs.VERDICT_METRICS_UNAVAILABLE, None, ())
-            raise
-        analysis = analyse(window, spec.monitoring.thresholds, spec.monitoring.min_samples, now)
-    plan = plan_monitoring(obj, spec, analysis, now)
-    if plan.create_run is not None and runtime().kube.create_custom(TRAINING_RUNS, plan.create_run):
-        logger.info("Created TrainingRun %s", plan.create_run["metadata"]["name"])
-    if plan.changed:
-        runtime().kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
-    for event in plan.events:
-        post_event(obj, event)
-        logger.info("%s: %s", event.reason, event.message)
-    if analysis is not None:
-        values = analysis.values.model_dump(mode="json", by_alias=True)
+    assert status.current_model is not None  # analysis_due
+    try:
+        judgement = judge(obj["metadata"], spec, status, now)
+    except TemporaryFailure as err:
+        # Say so in status (Degraded=Unknown) and let kopf retry; no action on no data.
+        judged = status.candidate_model if status.canary and status.candidate_model else status.current_model
+        reconcile_model_deployment(obj, logger, Judgement(judged.sha256, unavailable=str(err)))
+        meta = obj["metadata"]
+        obs.observe_analysis(meta["namespace"], meta["name"], obs.VERDICT_METRICS_UNAVAILABLE, None, ())
+        raise
+    plan = reconcile_model_deployment(obj, logger, judgement)
+    if judgement.analysis is not None:
+        meta = obj["metadata"]
+        values = judgement.analysis.values.model_dump(mode="json", by_alias=True)
         obs.observe_analysis(
-            meta["namespace"], meta["name"], analysis.verdict.value, values, [e.reason for e in plan.events]
+            meta["namespace"],
+            meta["name"],
+            judgement.analysis.verdict.value,
+            values,
+            [e.reason for e in plan.events],
         )
 
 
@@ -138,5 +201,5 @@ def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **_: Any) -> 
 @kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
 def model_deployment_gone(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
-        HISTORY.forget((body.metadata.namespace or "", body.metadata.name or ""))
+        HISTORY.forget(body.metadata.namespace or "", body.metadata.name or "")
         obs.forget_model_deployment(body.metadata.namespace or "", body.metadata.name or "")

@@ -1,40 +1,43 @@
-"""Turn an analysis verdict into status, Events and the configured action (pure).
+"""What a verdict does to a ModelDeployment's status, and the Retrain action's TrainingRun (pure).
 
-The verdict comes from `mlkube_operator.analysis`; this module decides what the
-ModelDeployment records (lastAnalysis, the Degraded condition) and what it does about
-it. A rollback is a status change only (`rolledBackFrom` + `pinnedModel`): the serving
-planner then rolls the pinned model out, and `spec` stays exactly what the user (or
-their GitOps tool) wrote.
+The verdict comes from `mlkube_operator.analysis`; `record_verdict` writes what it says
+(lastAnalysis, the Degraded condition, Degraded/Recovered Events). Deciding what to do
+about it is the state machine's job (`reconcile.modeldeployment`): an action needs
+`onDegradation.failureLimit` consecutive failing analyses and is taken only in a steady
+state, so there is exactly one place where the next state is chosen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import hashlib
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from .. import constants as C
 from ..api.common import ConditionStatus
 from ..api.modeldeployment import (
     Analysis,
-    DegradationAction,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    RolloutState,
     Verdict,
 )
+from ..api.trainingrun import TrainingRunSpec
 from .conditions import get_condition, set_condition
 from .naming import child_name, labels, owner_reference
 from .plan import Event
 
 JSON = dict[str, Any]
 
-
-@dataclass(frozen=True)
-class MonitoringPlan:
-    status: JSON
-    changed: bool
-    events: list[Event] = field(default_factory=list)
-    create_run: JSON | None = None  # a TrainingRun to create (Retrain action)
+# States in which the served model is judged (a canary judges its candidate); while pods
+# change (RollingOut, Promoting, Aborting) nothing is judged: the window would mix models.
+JUDGED_STATES = (
+    RolloutState.STEADY,
+    RolloutState.ROLLED_BACK,
+    RolloutState.RETRAINING,
+    RolloutState.CANARY,
+)
 
 
 def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
@@ -47,34 +50,39 @@ def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
 
 
 def analysis_due(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
-    """Monitoring is on, something is served, and the interval has passed since the last analysis."""
+    """Monitoring is on, a judged state, and the interval has passed since the last analysis."""
     if not spec.monitoring.enabled or status.current_model is None:
+        return False
+    if status.state is not None and status.state not in JUDGED_STATES:
         return False
     last = status.last_analysis
     return last is None or (now - last.time).total_seconds() >= spec.monitoring.interval_seconds
 
 
-def _cooled_down(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
-    last = status.last_action_time
-    return last is None or (now - last).total_seconds() >= spec.on_degradation.cooldown_seconds
+def judged_window_start(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> datetime:
+    """Where the judged window starts: the canary step's start, else `windowSeconds` ago."""
+    window = now - timedelta(seconds=spec.monitoring.window_seconds)
+    if status.canary is not None and status.canary.step_started_time is not None:
+        return status.canary.step_started_time
+    return window
 
 
-def plan_monitoring(
-    obj: JSON,
+def record_verdict(
+    new: ModelDeploymentStatus,
     spec: ModelDeploymentSpec,
     analysis: Analysis | None,
     now: datetime,
+    generation: int,
+    events: list[Event],
     unavailable: str | None = None,
-) -> MonitoringPlan:
-    """Record `analysis` and act on a Degraded verdict.
+) -> None:
+    """Write the verdict into `new` (Degraded condition, lastAnalysis) and its Events into `events`.
 
     `analysis` is None when monitoring is disabled or unsupported, or when the metrics
-    could not be read (`unavailable` says why: then Degraded is Unknown, nothing acts).
+    could not be read (`unavailable` says why: then Degraded is Unknown and lastAnalysis
+    keeps the previous verdict).
     """
-    generation = int(obj["metadata"]["generation"])
-    old = ModelDeploymentStatus.model_validate(obj.get("status") or {})
-    new = old.model_copy(deep=True)
-    events: list[Event] = []
+    old = get_condition(new.conditions, C.DEGRADED)
 
     def degraded(status: ConditionStatus, reason: str, message: str) -> None:
         new.conditions = set_condition(new.conditions, C.DEGRADED, status, reason, message, now, generation)
@@ -97,42 +105,28 @@ def plan_monitoring(
                 f"{analysis.values.samples} requests within thresholds",
             )
         else:
-            samples = analysis.values.samples or 0
             degraded(
                 ConditionStatus.UNKNOWN,
                 C.REASON_INSUFFICIENT_DATA,
-                f"{samples} requests in the window, {spec.monitoring.min_samples} needed for a verdict",
+                "; ".join(analysis.reasons)
+                or f"{analysis.values.samples or 0} requests in the window, {spec.monitoring.min_samples} needed",
             )
-
-    prev, cur = get_condition(old.conditions, C.DEGRADED), get_condition(new.conditions, C.DEGRADED)
-    if cur is not None and (prev is None or prev.status != cur.status):
+    cur = get_condition(new.conditions, C.DEGRADED)
+    if cur is not None and (old is None or old.status != cur.status):
         if cur.status is ConditionStatus.TRUE:
             events.append(Event("Warning", C.DEGRADED, cur.message))
-        elif prev is not None and prev.status is ConditionStatus.TRUE and cur.status is ConditionStatus.FALSE:
+        elif old is not None and old.status is ConditionStatus.TRUE and cur.status is ConditionStatus.FALSE:
             events.append(Event("Normal", C.REASON_RECOVERED, cur.message))
 
-    create_run = None
-    degraded_now = analysis is not None and analysis.verdict is Verdict.DEGRADED
-    if degraded_now and analysis is not None and new.canary is not None and new.candidate_model is not None:
-        events.append(_abort_canary(new, analysis, now))  # a failing canary is always aborted
-    elif degraded_now and analysis is not None and _cooled_down(old, spec, now):
-        acted, create_run = _act(obj, new, spec, analysis, now)
-        events.extend(acted)
 
-    status = new.model_dump(mode="json", by_alias=True)
-    return MonitoringPlan(status, status != old.model_dump(mode="json", by_alias=True), events, create_run)
-
-
-def _abort_canary(new: ModelDeploymentStatus, analysis: Analysis, now: datetime) -> Event:
-    """Pin the current model; the serving planner then removes the canary."""
-    candidate = new.candidate_model
-    assert candidate is not None and new.current_model is not None
-    new.rolled_back_from, new.pinned_model = candidate.sha256, new.current_model
-    new.rollbacks += 1
-    new.last_action_time = now
-    msg = f"Aborted the canary of {candidate.training_run} (sha256 {candidate.sha256[:12]}): {'; '.join(analysis.reasons)}"
-    new.last_action = msg
-    return Event("Warning", C.REASON_CANARY_ABORTED, msg)
+def spec_digest(spec: Any) -> str | None:
+    """sha256 of a TrainingRun spec with its defaults filled in (None when it does not parse)."""
+    try:
+        parsed = TrainingRunSpec.model_validate(spec or {}, by_alias=True)
+    except ValueError:
+        return None
+    text = json.dumps(parsed.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def retrain_run_name(name: str, attempt: int) -> str:
@@ -156,36 +150,3 @@ def build_retrain_run(obj: JSON, spec: ModelDeploymentSpec, attempt: int) -> JSO
         },
         "spec": template.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
-
-
-def _act(
-    obj: JSON, new: ModelDeploymentStatus, spec: ModelDeploymentSpec, analysis: Analysis, now: datetime
-) -> tuple[list[Event], JSON | None]:
-    why = "; ".join(analysis.reasons)
-    action = spec.on_degradation.action
-    new.last_action_time = now
-    if action is DegradationAction.ROLLBACK:
-        current, previous = new.current_model, new.previous_model
-        if current is not None and previous is not None and previous.sha256 != current.sha256:
-            new.rolled_back_from = current.sha256
-            new.pinned_model = previous
-            new.rollbacks += 1
-            msg = (
-                f"Rolled back from {current.training_run} (sha256 {current.sha256[:12]}) to "
-                f"{previous.training_run} (sha256 {previous.sha256[:12]}): {why}"
-            )
-            new.last_action = msg
-            return [Event("Warning", C.REASON_ROLLED_BACK, msg)], None
-        msg = f"Degraded but there is no previous model to roll back to: {why}"
-        new.last_action = msg
-        return [Event("Warning", C.REASON_ROLLBACK_IMPOSSIBLE, msg)], None
-    if action is DegradationAction.RETRAIN:
-        new.retrains += 1
-        run = build_retrain_run(obj, spec, new.retrains)
-        new.retrain_run = run["metadata"]["name"]
-        msg = f"Retraining as TrainingRun {new.retrain_run}; its model is served once it succeeds: {why}"
-        new.last_action = msg
-        return [Event("Warning", C.REASON_RETRAINING, msg)], run
-    msg = f"Alert: {why}"
-    new.last_action = msg
-    return [Event("Warning", "ModelDegraded", msg)], None

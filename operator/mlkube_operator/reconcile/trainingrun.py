@@ -115,6 +115,10 @@ def build_training_job(
     )
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def _metrics_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
@@ -174,6 +178,9 @@ def plan_training_run(
     metrics = result.get("metrics")
     if isinstance(metrics, dict) and metrics:
         new.metrics = {str(k): float(v) for k, v in metrics.items()}
+        # Rounded copies for kubectl's columns (the full values stay in metrics).
+        new.accuracy = _rounded(new.metrics.get("accuracy"))
+        new.r2 = _rounded(new.metrics.get("r2"))
     if result.get("task"):
         new.task = str(result["task"])
     model = result.get("model")

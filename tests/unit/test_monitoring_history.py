@@ -1,0 +1,49 @@
+"""The PodScrape history: windows never fall back to "everything since the pod started"."""
+
+from __future__ import annotations
+
+from mlkube_operator.analysis.counts import Counts
+from mlkube_operator.handlers.monitoring import History
+
+KEY = ("ns", "iris", "a" * 64)
+
+
+def pod(requests: float, started: float | None) -> Counts:
+    return Counts(requests={"200": requests}, start_time=started)
+
+
+def test_a_window_is_the_difference_from_a_snapshot_at_or_before_its_start() -> None:
+    h = History()
+    h.window(KEY, 1000.0, 940.0, {"p": pod(100, 0.0)})
+    counts, partial = h.window(KEY, 1060.0, 1000.0, {"p": pod(130, 0.0)})
+    assert partial is None and counts.requests == {"200": 30.0}
+
+
+def test_after_an_operator_restart_an_old_pod_is_not_counted_until_the_history_covers_the_window() -> None:
+    h = History()  # a fresh operator: the pod has served 5000 requests since it started long ago
+    counts, partial = h.window(KEY, 10_000.0, 9_940.0, {"p": pod(5000, 0.0)})
+    assert partial is not None and "operator history covers" in partial and counts.requests == {}
+    counts, partial = h.window(KEY, 10_030.0, 9_970.0, {"p": pod(5020, 0.0)})
+    assert partial is not None  # 30 s of history for a 60 s window
+    counts, partial = h.window(KEY, 10_060.0, 10_000.0, {"p": pod(5050, 0.0)})
+    assert partial is None and counts.requests == {"200": 50.0}
+
+
+def test_a_pod_that_started_inside_the_window_counts_whole() -> None:
+    h = History()
+    counts, partial = h.window(KEY, 10_000.0, 9_940.0, {"new": pod(40, 9_990.0)})
+    assert partial is None and counts.requests == {"200": 40.0}
+
+
+def test_a_pod_without_a_start_time_needs_history() -> None:
+    h = History()
+    _, partial = h.window(KEY, 10_000.0, 9_940.0, {"p": pod(40, None)})
+    assert partial is not None
+
+
+def test_forget_drops_every_model_of_a_deployment() -> None:
+    h = History()
+    h.window(KEY, 1.0, 0.0, {"p": pod(1, 0.0)})
+    h.window(("ns", "iris", "b" * 64), 1.0, 0.0, {"p": pod(1, 0.0)})
+    h.forget("ns", "iris")
+    assert h.oldest(KEY) is None and h.oldest(("ns", "iris", "b" * 64)) is None

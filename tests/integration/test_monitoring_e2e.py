@@ -8,7 +8,10 @@ rolls back to the previous model by recording the rollback in status.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -383,3 +386,78 @@ def test_unreachable_prometheus_is_reported_in_status(
     )
     assert degraded["status"] == "Unknown" and url in degraded["message"]
     assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Ready")["status"] == "True"  # type: ignore[index]
+
+
+def test_canary_without_traffic_is_inconclusive_then_unpinned_and_promoted_by_hand(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    """Issue 9.5's gate (no traffic: held, then aborted at the deadline) and finding 13.9's
+    manual control (`mlkube rollout unpin|promote`), recorded in status and Events."""
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    docs = iris_stack(
+        "iris-lr",
+        {
+            "replicas": 2,
+            "strategy": {
+                "type": "Canary",
+                "steps": [{"weight": 50, "pauseSeconds": 5}],
+                "progressDeadlineSeconds": 40,
+            },
+            "monitoring": MONITORING,
+        },
+    )
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    first = status(api, namespace)["currentModel"]["sha256"]
+    kubectl(
+        kc,
+        "-n",
+        namespace,
+        "patch",
+        "trainingrun",
+        "iris-lr",
+        "--type=merge",
+        "-p",
+        '{"spec":{"estimator":{"params":{"max_iter":300,"C":0.3}}}}',
+    )
+    canary = wait_for(
+        lambda: (s := status(api, namespace)).get("state") == "Canary" and s, 240, "the canary to start"
+    )
+    second = canary["candidateModel"]["sha256"]
+    aborted = wait_for(
+        lambda: (s := status(api, namespace)).get("rejectedModels") and s,
+        120,
+        "the inconclusive canary to end",
+    )
+    assert [(r["sha256"], r["reason"]) for r in aborted["rejectedModels"]] == [(second, "CanaryInconclusive")]
+    assert (
+        "progressDeadlineSeconds 40" in aborted["lastAction"] and aborted["currentModel"]["sha256"] == first
+    )
+    assert "CanaryInconclusive" in event_reasons(kc, namespace, "ModelDeployment")
+
+    def rollout(action: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "mlkube_operator.cli", "rollout", action, "iris", "-n", namespace],
+            env={**os.environ, "KUBECONFIG": kc},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout
+
+    wait_for(lambda: status(api, namespace).get("state") == "RolledBack", 120, "state RolledBack")
+    assert "cleared the pin" in rollout("unpin")
+    wait_for(lambda: status(api, namespace).get("state") == "Canary", 60, "the canary to start again")
+    assert "promoting the canary" in rollout("promote")
+    done = wait_for(
+        lambda: (
+            (s := status(api, namespace)).get("state") == "Steady"
+            and s.get("currentModel", {}).get("sha256") == second
+            and s
+        ),
+        180,
+        "the promotion by hand",
+    )
+    assert done["manualAction"]["action"] == "promote" and done["rejectedModels"] == []
+    assert "ManualAction" in event_reasons(kc, namespace, "ModelDeployment")

@@ -33,6 +33,7 @@ LABEL_TRAINING_RUN: Final = "mlkube.io/trainingrun"
 LABEL_GENERATION: Final = "mlkube.io/generation"
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 ANNOTATION_DATASET_HASH: Final = "mlkube.io/dataset-hash"
+ANNOTATION_DATASET_TARGET: Final = "mlkube.io/dataset-target"
 
 COMPONENT_PROFILE: Final = "dataset-profile"
 COMPONENT_TRAINING: Final = "training"
@@ -55,6 +56,9 @@ REASON_TRAINING: Final = "Training"
 REASON_TRAINED: Final = "Trained"
 REASON_QUALITY_GATE_FAILED: Final = "QualityGateFailed"
 REASON_TRAINING_FAILED: Final = "TrainingFailed"
+REASON_SEARCHING: Final = "Searching"
+REASON_REFITTING: Final = "Refitting"
+REASON_SEARCH_FAILED: Final = "SearchFailed"
 
 # Exit code with which the Job entrypoints report a permanent failure (bad data, bad
 # spec): the Job's podFailurePolicy fails the Job at once instead of retrying.

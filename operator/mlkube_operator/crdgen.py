@@ -31,8 +31,21 @@ JSON = dict[str, Any]
 _ONE_OF: dict[str, list[JSON]] = {
     "DatasetSource": [{"required": [k]} for k in ("builtin", "url", "path", "configMap")],
     "QualityGate": [{"required": ["minimum"]}, {"required": ["maximum"]}],
+    "Parameter": [{"required": ["values"]}, {"required": ["type"]}],
 }
 _CEL_RULES: dict[str, list[JSON]] = {
+    "Parameter": [
+        {
+            "rule": "!has(self.low) || !has(self.high) || self.low < self.high",
+            "message": "high must be greater than low",
+            "fieldPath": ".high",
+        },
+        {
+            "rule": "!has(self.log) || !self.log || !has(self.low) || self.low > 0.0",
+            "message": "low must be greater than 0 on a log scale",
+            "fieldPath": ".low",
+        },
+    ],
     "Strategy": [
         {
             "rule": "!has(self.type) || self.type != 'Canary' || (has(self.steps) && size(self.steps) > 0)",

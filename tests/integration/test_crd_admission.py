@@ -65,5 +65,7 @@ def test_invalid_specs_meet_the_api_server(dev_cluster: Any, namespace: str, pat
                 "modeldeployment-canary-no-steps": "steps must list at least one step",
                 "modeldeployment-prometheus-no-url": "prometheusUrl is required",
                 "modeldeployment-retrain-no-template": "retrainTemplate is required",
+                "trainingrun-search-low-not-below-high": "high must be greater than low",
+                "trainingrun-search-log-nonpositive": "low must be greater than 0 on a log scale",
             }[path.stem]
             assert message in out, out

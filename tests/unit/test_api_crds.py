@@ -64,7 +64,11 @@ def structural_problems(schema: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: additionalProperties: false")
         if "additionalProperties" in node and "properties" in node:
             problems.append(f"{where}: both properties and additionalProperties")
-        if not node.get("x-kubernetes-int-or-string") and "type" not in node:
+        # Kubernetes allows an untyped node only with int-or-string or preserve-unknown-fields.
+        untyped_ok = node.get("x-kubernetes-int-or-string") or node.get(
+            "x-kubernetes-preserve-unknown-fields"
+        )
+        if not untyped_ok and "type" not in node:
             problems.append(f"{where}: no type")
         for bound in ("exclusiveMinimum", "exclusiveMaximum"):
             if bound in node and not isinstance(node[bound], bool):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlkube_operator.kubeyaml import go_scalar
 from mlkube_operator.validate import exit_code, validate
@@ -18,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_examples_are_valid() -> None:
     out = io.StringIO()
     assert validate([ROOT / "examples"], out) == 0
-    assert "3 mlkube resource(s) checked, 0 invalid" in out.getvalue()
+    docs = [d for p in (ROOT / "examples").rglob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d]
+    count = sum(1 for d in docs if str(d.get("apiVersion", "")).startswith("mlkube.io/"))
+    assert count >= 4
+    assert f"{count} mlkube resource(s) checked, 0 invalid" in out.getvalue()
 
 
 def test_invalid_specs_are_reported_with_their_field() -> None:

@@ -7,32 +7,21 @@ Fitting happens in a Job; the status is the receipt: which dataset bytes went in
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
 from .common import ApiModel, Conditions, LocalObjectReference, Resources, StatusModel
+from .metric import CLASSIFICATION_METRICS as CLASSIFICATION_METRICS
+from .metric import LOWER_IS_BETTER as LOWER_IS_BETTER
+from .metric import REGRESSION_METRICS as REGRESSION_METRICS
+from .metric import Metric as Metric
+from .search import Search, SearchStatus
 
 DottedPath = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=256),
 ]
-
-
-class Metric(StrEnum):
-    ACCURACY = "accuracy"
-    BALANCED_ACCURACY = "balanced_accuracy"
-    F1_MACRO = "f1_macro"
-    ROC_AUC = "roc_auc"
-    RMSE = "rmse"
-    MAE = "mae"
-    R2 = "r2"
-
-
-CLASSIFICATION_METRICS = (Metric.ACCURACY, Metric.BALANCED_ACCURACY, Metric.F1_MACRO, Metric.ROC_AUC)
-REGRESSION_METRICS = (Metric.RMSE, Metric.MAE, Metric.R2)
-LOWER_IS_BETTER = frozenset({Metric.RMSE, Metric.MAE})
 
 
 class Estimator(ApiModel):
@@ -77,6 +66,10 @@ class TrainingRunSpec(ApiModel):
     resources: Resources | None = None
     backoff_limit: int = Field(default=1, ge=0, le=10, description="Retries of the training Job.")
     active_deadline_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600, description="Job deadline.")
+    search: Search | None = Field(
+        default=None,
+        description="Hyperparameter search: the best trial's parameters are refitted into the run's model.",
+    )
 
 
 class ModelArtifact(StatusModel):
@@ -103,3 +96,4 @@ class TrainingRunStatus(StatusModel):
     model: ModelArtifact | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
+    search: SearchStatus | None = None

@@ -16,6 +16,7 @@ from ..errors import Conflict, PermanentFailure, TemporaryFailure
 from ..reconcile.dataset import plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, view_job
 from ..reconcile.plan import Plan
+from ..reconcile.search import SearchView, search_job_name, view_search
 from ..reconcile.trainingrun import is_settled as run_settled
 from ..reconcile.trainingrun import plan_training_run, training_job_name
 from .lifecycle import post_event, runtime
@@ -73,11 +74,17 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     meta = obj["metadata"]
     namespace, generation = meta["namespace"], int(meta["generation"])
     job = _job_view(rt.kube, namespace, training_job_name(meta["name"], generation))
+    search: SearchView | None = None
+    if (obj.get("spec") or {}).get("search"):
+        # The trials' pods are read even while the search runs: status shows the best so far.
+        search_job = search_job_name(meta["name"], generation)
+        found = rt.kube.get_job(namespace, search_job)
+        search = view_search(found, rt.kube.job_pods(namespace, search_job) if found else [])
     dataset = None
     if job.phase is JobPhase.MISSING:
         ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
         dataset = rt.kube.get_custom(DATASETS, namespace, ref) if isinstance(ref, str) and ref else None
-    plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings)
+    plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings, search)
     _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
 
 

@@ -9,6 +9,7 @@ lands.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,16 @@ from .dataset import is_settled as _dataset_settled
 from .jobs import JobPhase, JobView, build_job
 from .naming import child_name, labels, owner_reference
 from .plan import Event, Plan, finish
+from .search import (
+    SearchView,
+    build_search_job,
+    describe,
+    ranked,
+    refit_spec,
+    search_job_name,
+    summarize,
+    trial_table_uris,
+)
 
 JSON = dict[str, Any]
 
@@ -124,9 +135,18 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 
 
 def plan_training_run(
-    obj: JSON, dataset: JSON | None, job: JobView, now: datetime, settings: Settings
+    obj: JSON,
+    dataset: JSON | None,
+    job: JobView,
+    now: datetime,
+    settings: Settings,
+    search: SearchView | None = None,
 ) -> Plan:
-    """Decide the TrainingRun's status and whether its Job must be created (pure)."""
+    """Decide the TrainingRun's status and whether its Job must be created (pure).
+
+    With `spec.search`, `job` is the refit (the ordinary training Job, created once
+    the search has a best trial) and `search` the search's Indexed Job.
+    """
     meta = obj["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta["generation"])
     old = TrainingRunStatus.model_validate(obj.get("status") or {})
@@ -147,6 +167,15 @@ def plan_training_run(
         return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
 
     job_name = training_job_name(name, generation)
+    if spec.search is not None:
+        view = search or SearchView(JobPhase.MISSING)
+        uris = None
+        if job.phase is not JobPhase.MISSING:
+            uris = trial_table_uris(namespace, name, meta["uid"], generation)
+        if view.phase is not JobPhase.MISSING:
+            new.search = summarize(view, spec.search, search_job_name(name, generation), uris)
+        if job.phase is JobPhase.MISSING:
+            return _plan_search(obj, spec, dataset, view, settings, old, new, succeeded)
     if job.phase is JobPhase.MISSING:
         ds_status, why = dataset_readiness(dataset, spec.dataset_ref.name)
         if ds_status is None:
@@ -166,11 +195,13 @@ def plan_training_run(
     if job.start_time:
         new.start_time = datetime.fromisoformat(job.start_time.replace("Z", "+00:00"))
     if job.phase is JobPhase.RUNNING:
-        msg = f"Training generation {generation} in Job {job_name}"
+        reason = C.REASON_REFITTING if spec.search is not None else C.REASON_TRAINING
+        what = "Refitting the best trial" if spec.search is not None else "Training"
+        msg = f"{what} generation {generation} in Job {job_name}"
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
-        succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
-        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINING, msg))
+        succeeded(ConditionStatus.UNKNOWN, reason, msg)
+        return finish(old, new, C.SUCCEEDED, Event("Normal", reason, msg))
 
     result = job.result or {}
     if job.completion_time:
@@ -199,6 +230,8 @@ def plan_training_run(
             metadata_uri=artifacts.uri(where / "metadata.json"),
         )
         msg = f"Trained in Job {job_name}: {_metrics_text(new.metrics or {})}"
+        if new.search is not None and new.search.best_index is not None:
+            msg += f" (best of {new.search.trials} trials: trial {new.search.best_index})"
         succeeded(ConditionStatus.TRUE, C.REASON_TRAINED, msg)
         return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINED, msg))
 
@@ -214,3 +247,87 @@ def plan_training_run(
         msg = f"Job {job_name} failed ({job.failure_reason}): {detail or job.failure_message}"
     succeeded(ConditionStatus.FALSE, reason, msg)
     return finish(old, new, C.SUCCEEDED, Event("Warning", reason, msg))
+
+
+def _plan_search(
+    obj: JSON,
+    spec: TrainingRunSpec,
+    dataset: JSON | None,
+    view: SearchView,
+    settings: Settings,
+    old: TrainingRunStatus,
+    new: TrainingRunStatus,
+    succeeded: Callable[[ConditionStatus, str, str], None],
+) -> Plan:
+    """Searching: create the Indexed Job, follow it, and once it is done start the refit."""
+    search = spec.search
+    assert search is not None
+    meta = obj["metadata"]
+    name, generation = meta["name"], int(meta["generation"])
+    job_name = search_job_name(name, generation)
+    trials = search.resolved_trials()
+    new.job_name = job_name
+    if view.phase is JobPhase.MISSING:
+        ds_status, why = dataset_readiness(dataset, spec.dataset_ref.name)
+        if ds_status is None:
+            succeeded(ConditionStatus.UNKNOWN, C.REASON_DATASET_NOT_READY, f"Waiting: {why}")
+            return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_DATASET_NOT_READY, why))
+        new.dataset_hash = ds_status.content_hash
+        new.start_time = None
+        training = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings)
+        training["metadata"]["annotations"][C.ANNOTATION_DATASET_TARGET] = ds_status.target or ""
+        create = build_search_job(training, job_name, search, spec.backoff_limit)
+        msg = (
+            f"Searching {trials} {search.type.value.lower()} trial(s), {min(search.parallelism, trials)} at a time,"
+            f" in Job {job_name} on dataset {spec.dataset_ref.name}@{(ds_status.content_hash or '')[:12]}"
+        )
+        succeeded(ConditionStatus.UNKNOWN, C.REASON_SEARCHING, msg)
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_SEARCHING, msg), create)
+
+    new.dataset_hash = view.annotations.get(C.ANNOTATION_DATASET_HASH) or new.dataset_hash
+    progress = f"{view.completed} of {trials} trial(s) done, {view.failed} failed"
+    best = ranked(view, search.resolved_direction())
+    if view.phase is JobPhase.RUNNING:
+        msg = f"Searching in Job {job_name}: {progress}"
+        if best:
+            msg += f"; best so far {search.metric.value}={best[0].score:.4g} (trial {best[0].index})"
+        succeeded(ConditionStatus.UNKNOWN, C.REASON_SEARCHING, msg)
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_SEARCHING, msg))
+
+    shared = view.shared_failure()
+    if shared is not None:
+        reason = str(shared.reason or "")
+        if reason in SPEC_REASONS:
+            reason = C.REASON_INVALID_SPEC
+        elif reason not in KNOWN_FAILURES:
+            reason = C.REASON_SEARCH_FAILED
+        msg = f"Search Job {job_name} stopped: trial {shared.index}: {shared.message or shared.reason}"
+        succeeded(ConditionStatus.FALSE, reason, msg)
+        return finish(old, new, C.SUCCEEDED, Event("Warning", reason, msg))
+    if not best:
+        first = new.search.failures[0] if new.search and new.search.failures else None
+        detail = f"; trial {first.index}: {first.reason}: {first.message}" if first else ""
+        why = f" ({view.failure_reason}: {view.failure_message})" if view.failure_reason else ""
+        msg = f"No trial of {trials} in Job {job_name} reported a score{why}{detail}"
+        succeeded(ConditionStatus.FALSE, C.REASON_SEARCH_FAILED, msg)
+        return finish(old, new, C.SUCCEEDED, Event("Warning", C.REASON_SEARCH_FAILED, msg))
+
+    # Refit the best trial's parameters on the dataset bytes the trials saw.
+    top = best[0]
+    pinned = DatasetStatus.model_validate((dataset or {}).get("status") or {}).model_copy(
+        update={
+            "content_hash": view.annotations.get(C.ANNOTATION_DATASET_HASH),
+            "target": view.annotations.get(C.ANNOTATION_DATASET_TARGET),
+        }
+    )
+    create = build_training_job(obj, refit_spec(spec, top), spec.dataset_ref.name, pinned, settings)
+    new.job_name = training_job_name(name, generation)
+    new.search = summarize(
+        view, search, job_name, trial_table_uris(meta["namespace"], name, meta["uid"], generation)
+    )
+    msg = (
+        f"Best of {trials} trial(s) ({progress}): trial {top.index}, {search.metric.value}={top.score:.4g}"
+        f" with {describe(top.params)}; refitting in Job {new.job_name}"
+    )
+    succeeded(ConditionStatus.UNKNOWN, C.REASON_REFITTING, msg)
+    return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_REFITTING, msg), create)

@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="Allowed estimator class path prefixes, comma-separated, repeatable (default: sklearn.).",
     )
+
+    trial = commands.add_parser("trial", help="Run one trial of a TrainingRun's spec.search.")
+    trial.add_argument("--spec-json", required=True, help="The TrainingRun spec as JSON (camelCase).")
+    _common(trial)
+    trial.add_argument("--uid", required=True, help="The TrainingRun's metadata.uid.")
+    trial.add_argument("--generation", type=int, default=1, help="The TrainingRun's metadata.generation.")
+    trial.add_argument(
+        "--index", type=int, help="The trial to run (default: $JOB_COMPLETION_INDEX of an Indexed Job)."
+    )
+    trial.add_argument("--data-uri", required=True, help="file:// URI of the Dataset's canonical data.csv.")
+    trial.add_argument("--dataset-hash", required=True, help="The Dataset's contentHash.")
+    trial.add_argument("--target", required=True, help="The target column.")
+    trial.add_argument("--allowed-prefixes", action="append", help="As for train.")
     return parser
 
 
@@ -142,12 +155,38 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         artifact_root=args.artifact_root.resolve(),
         allowed_prefixes=_prefixes(args.allowed_prefixes),
     )
+    if request.spec.search is not None:
+        # The refit of a search: collate the trials' results into the trial table first.
+        from .search_job import collect_trials, refit_search_dir
+
+        where = refit_search_dir(request.artifact_root, args.namespace, args.name, args.uid, args.generation)
+        collect_trials(where, request.spec.search)
     return run_train(request)
+
+
+def _trial(args: argparse.Namespace) -> dict[str, Any]:
+    from .search_job import TrialRequest, run_trial
+
+    request = TrialRequest(
+        spec=_spec(TrainingRunSpec, args.spec_json),
+        namespace=args.namespace,
+        name=args.name,
+        uid=args.uid,
+        generation=args.generation,
+        index=args.index,
+        data_uri=args.data_uri,
+        dataset_hash=args.dataset_hash,
+        target=args.target,
+        artifact_root=args.artifact_root.resolve(),
+        allowed_prefixes=_prefixes(args.allowed_prefixes),
+    )
+    return run_trial(request)
 
 
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Reason]] = {
     "profile": (_profile, Reason.PROFILE_FAILED),
     "train": (_train, Reason.TRAINING_FAILED),
+    "trial": (_trial, Reason.TRIAL_FAILED),
 }
 
 
@@ -161,7 +200,7 @@ def _termination_log_from(argv: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the process exit code (0, 1 retryable, 3 permanent)."""
+    """Run one command; returns the process exit code (0, 1 retryable, 3 permanent, 4 trial failed)."""
     import sys
 
     args_list = list(sys.argv[1:] if argv is None else argv)

@@ -56,6 +56,8 @@ class Reason(StrEnum):
     INVALID_PARAMETERS = "InvalidParameters"
     QUALITY_GATE_FAILED = "QualityGateFailed"
     TRAINING_FAILED = "TrainingFailed"
+    # search trial: this trial's own parameters failed (the search goes on)
+    TRIAL_FAILED = "TrialFailed"
 
 
 def dataset_dir(artifact_root: Path, namespace: str, name: str, content_hash: str) -> Path:

@@ -41,7 +41,7 @@ from .artifacts import (
 from .batcher import MicroBatcher, PredictFailed
 from .codec import parse_feedback, parse_v1, parse_v2
 from .errors import RequestError, bad_request
-from .feedback import PredictionMemory, score_feedback
+from .feedback import FeedbackIds, PredictionMemory, ScoredIds, score_feedback
 from .metrics import ServingMetrics, exposition
 from .model import Prediction, ServedModel
 from .settings import Settings
@@ -121,6 +121,8 @@ class ServingApp:
         self.name = settings.model_name
         self.metrics = metrics or ServingMetrics(self.name)
         self.memory = PredictionMemory(settings.feedback_cache_size)
+        self.scored_ids = ScoredIds(settings.feedback_cache_size)
+        self.feedback_ids: FeedbackIds | None = None
         self.model: ServedModel | None = None
         self.batcher: MicroBatcher | None = None
         self.ready = False
@@ -329,11 +331,29 @@ class ServingApp:
     def new_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
 
-    def _remember(self, rid: str, model: ServedModel, pred: Prediction) -> None:
+    def _remember(self, client_id: str | None, model: ServedModel, pred: Prediction) -> tuple[str, str]:
+        """(response id, feedback id): the client's id is echoed; the feedback id is the
+        self-describing one any replica of this model can score (the same when the client
+        sent no id). Both are remembered in this replica's LRU."""
         kept = pred.values
         if kept.ndim > 1:
             kept = kept[:, 0]
-        self.memory.remember(rid, kept)
+        visible = self.new_id()
+        feedback_id = visible
+        ids = self.feedback_ids
+        if ids is not None and pred.values.ndim == 1:
+            if model.task == "classification":
+                index = pred.class_index
+                if index is None:
+                    index = model.class_index_of(pred.values)
+                feedback_id = ids.encode(visible, index, None) or visible
+            else:
+                feedback_id = ids.encode(visible, None, pred.values) or visible
+        if client_id is not None:
+            self.memory.remember(client_id, kept)
+            return client_id, feedback_id
+        self.memory.remember(feedback_id, kept)
+        return feedback_id, feedback_id
 
     # -- routes -------------------------------------------------------------------------------------
 
@@ -406,10 +426,12 @@ class ServingApp:
         x, rid = parse_v1(body, model.schema)
         assert self.batcher is not None
         pred = await self.batcher.submit(x, False, req.lone)
-        rid = rid or self.new_id()
-        self._remember(rid, model, pred)
+        rid, feedback_id = self._remember(rid, model, pred)
         values = pred.values if pred.values.dtype.kind in "iufb" else pred.values.tolist()
-        return json_reply(200, {"predictions": values, "id": rid})
+        answer: dict[str, Any] = {"predictions": values, "id": rid}
+        if feedback_id != rid:
+            answer["feedbackId"] = feedback_id
+        return json_reply(200, answer)
 
     async def _infer(self, req: _Request) -> Reply:
         model = self._need_model()
@@ -427,11 +449,12 @@ class ServingApp:
         request = parse_v2(body, model.schema, model.has_proba, binary)
         assert self.batcher is not None
         pred = await self.batcher.submit(request.x, request.wants_proba, req.lone)
-        rid = request.request_id or self.new_id()
-        self._remember(rid, model, pred)
-        return self._v2_reply(model, rid, request.outputs, pred)
+        rid, feedback_id = self._remember(request.request_id, model, pred)
+        return self._v2_reply(model, rid, request.outputs, pred, feedback_id)
 
-    def _v2_reply(self, model: ServedModel, rid: str, outputs: Iterable[Any], pred: Prediction) -> Reply:
+    def _v2_reply(
+        self, model: ServedModel, rid: str, outputs: Iterable[Any], pred: Prediction, feedback_id: str
+    ) -> Reply:
         tensors: list[dict[str, Any]] = []
         blobs: list[bytes] = []
         for out in outputs:
@@ -454,10 +477,11 @@ class ServingApp:
             else:
                 tensor["data"] = np.ascontiguousarray(values).ravel()
             tensors.append(tensor)
-        header = orjson.dumps(
-            {"model_name": self.name, "model_version": model.version, "id": rid, "outputs": tensors},
-            option=_NUMPY,
-        )
+        answer: dict[str, Any] = {"model_name": self.name, "model_version": model.version, "id": rid}
+        if feedback_id != rid:
+            answer["parameters"] = {"mlkube_feedback_id": feedback_id}
+        answer["outputs"] = tensors
+        header = orjson.dumps(answer, option=_NUMPY)
         if not blobs:
             return Reply(200, header)
         return Reply(
@@ -470,10 +494,23 @@ class ServingApp:
     async def _feedback(self, req: _Request) -> Reply:
         model = self._need_model()
         items = parse_feedback(self._json_body(req))
-        result = score_feedback(items, self.memory, model.task, self.metrics)
-        return json_reply(
-            200, {"accepted": result.accepted, "unknownIds": result.unknown_ids, "scoredRows": result.rows}
+        result = score_feedback(
+            items,
+            self.memory,
+            model.task,
+            self.metrics,
+            ids=self.feedback_ids,
+            scored_ids=self.scored_ids,
+            classes=model.classes,
         )
+        answer: dict[str, Any] = {
+            "accepted": result.accepted,
+            "unknownIds": result.unknown_ids,
+            "scoredRows": result.rows,
+        }
+        if result.other_model_ids:
+            answer["otherModelIds"] = result.other_model_ids
+        return json_reply(200, answer)
 
     # -- model lifecycle --------------------------------------------------------------------------
 
@@ -505,6 +542,9 @@ class ServingApp:
             schema=model.schema,
             profile=model.profile,
             class_index_of=model.class_index_of if model.classes is not None else None,
+        )
+        self.feedback_ids = FeedbackIds(
+            model.sha256, len(model.class_labels) if model.task == "classification" else None
         )
         self.model = model
         self.batcher = MicroBatcher(

@@ -78,7 +78,10 @@ def test_v1_predict_lists_and_objects(servers: dict[str, ServerProc], artifacts:
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     objects = [dict(zip(names, row, strict=True)) for row in rows.tolist()]
     r = post(s, "/v1/models/iris:predict", {"instances": objects, "id": "my-id"})
-    assert r.json() == {"predictions": expected, "id": "my-id"}
+    body = r.json()
+    # The client's id is echoed; the id any replica can score travels beside it.
+    assert body.pop("feedbackId").count(".") == 1
+    assert body == {"predictions": expected, "id": "my-id"}
 
 
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64"])

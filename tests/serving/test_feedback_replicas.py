@@ -1,0 +1,211 @@
+"""Feedback behind a Service: a label reaching any replica of the model is scored.
+
+Three real server processes serve the same model (as a Deployment's replicas do); each
+prediction goes to one replica and its feedback to another, as a load-balanced Service
+would route them. Every label must show up in the replicas' ``mlkube_feedback_*``
+series, summed over the replicas, as the operator's analysis sums them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mlkube_serving.feedback import FeedbackIds
+
+from .conftest import Artifact, ServerProc, start_server
+from .test_server_http import metric, post, scrape
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    servers: dict[str, ServerProc], artifacts: dict[str, Artifact], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, list[ServerProc]]]:
+    """Three replicas each of iris (classifier) and reg (regressor); the session's servers are the first."""
+    tmp = tmp_path_factory.mktemp("replica-logs")
+    extra = {name: [start_server(name, artifacts[name], tmp) for _ in range(2)] for name in ("iris", "reg")}
+    try:
+        for procs in extra.values():
+            for p in procs:
+                p.wait_ready()
+        yield {name: [servers[name], *procs] for name, procs in extra.items()}
+    finally:
+        for procs in extra.values():
+            for p in procs:
+                p.stop()
+
+
+def _totals(procs: list[ServerProc], model: str, name: str, **labels: str) -> float:
+    return sum(metric(scrape(p), name, model=model, **labels) for p in procs)
+
+
+def test_classifier_feedback_to_another_replica_counts_every_label(
+    replicas: dict[str, list[ServerProc]], artifacts: dict[str, Artifact]
+) -> None:
+    procs, art = replicas["iris"], artifacts["iris"]
+    before = {o: _totals(procs, "iris", "mlkube_feedback_total", outcome=o) for o in ("correct", "incorrect")}
+    unknown_before = _totals(procs, "iris", "mlkube_feedback_total", outcome="unknown_id")
+    rng = np.random.default_rng(3)
+    turn = itertools.cycle(range(3))
+    predictions: list[tuple[int, str, list[Any]]] = []  # (replica, feedback id, predicted)
+    for i in range(30):
+        k = next(turn)
+        rows = art.x[rng.integers(0, len(art.x), 1 + i % 4)]
+        if i % 2:
+            r = post(procs[k], "/v1/models/iris:predict", {"instances": rows.tolist()})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            predictions.append((k, body["id"], body["predictions"]))
+        else:
+            r = post(
+                procs[k],
+                "/v2/models/iris/infer",
+                {
+                    "inputs": [
+                        {"name": "x", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}
+                    ]
+                },
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            predictions.append((k, body["id"], body["outputs"][0]["data"]))
+    # Feedback for each prediction reaches the next replica, never the one that predicted.
+    labels: list[tuple[int, str, list[Any]]] = []
+    wrong = 0
+    for n, (k, rid, predicted) in enumerate(predictions):
+        truth = list(predicted)
+        if n % 3 == 0:
+            truth[0] = (truth[0] + 1) % 3
+            wrong += 1
+        labels.append(((k + 1) % 3, rid, truth))
+    for target in range(3):
+        items = [{"id": rid, "label": truth} for k, rid, truth in labels if k == target]
+        r = post(procs[target], "/v2/models/iris/feedback", {"feedback": items})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["unknownIds"] == [] and answer["accepted"] == len(items), answer
+        assert answer["scoredRows"] == sum(len(t) for k, _, t in labels if k == target)
+    rows_sent = sum(len(p) for _, _, p in predictions)
+    correct = _totals(procs, "iris", "mlkube_feedback_total", outcome="correct") - before["correct"]
+    incorrect = _totals(procs, "iris", "mlkube_feedback_total", outcome="incorrect") - before["incorrect"]
+    assert (correct, incorrect) == (rows_sent - wrong, wrong)
+    assert _totals(procs, "iris", "mlkube_feedback_total", outcome="unknown_id") == unknown_before
+
+    # Each id is scored once per replica: the same call again counts nothing there.
+    target = 0
+    items = [{"id": rid, "label": truth} for k, rid, truth in labels if k == target]
+    again = post(procs[target], "/v2/models/iris/feedback", {"feedback": items}).json()
+    assert again["accepted"] == 0 and len(again["unknownIds"]) == len(items)
+
+
+def test_regressor_feedback_to_another_replica_is_scored_exactly(
+    replicas: dict[str, list[ServerProc]], artifacts: dict[str, Artifact]
+) -> None:
+    procs, art = replicas["reg"], artifacts["reg"]
+    before_sq = _totals(procs, "reg", "mlkube_feedback_squared_error_sum")
+    before_n = _totals(procs, "reg", "mlkube_feedback_total", outcome="scored")
+    expected_sq = 0.0
+    rows_sent = 0
+    for i in range(9):
+        k = i % 3
+        rows = art.x[i * 5 : i * 5 + 1 + i % 3]
+        body = post(procs[k], "/v1/models/reg:predict", {"instances": rows.tolist()}).json()
+        truth = [float(v) + 0.5 * (j + 1) for j, v in enumerate(body["predictions"])]
+        expected_sq += sum((0.5 * (j + 1)) ** 2 for j in range(len(truth)))
+        rows_sent += len(truth)
+        r = post(
+            procs[(k + 2) % 3], "/v2/models/reg/feedback", {"feedback": [{"id": body["id"], "label": truth}]}
+        )
+        assert r.json() == {"accepted": 1, "unknownIds": [], "scoredRows": len(truth)}, r.text
+    assert _totals(procs, "reg", "mlkube_feedback_total", outcome="scored") - before_n == rows_sent
+    sq = _totals(procs, "reg", "mlkube_feedback_squared_error_sum") - before_sq
+    assert sq == pytest.approx(expected_sq, rel=1e-9)
+
+
+def test_client_ids_are_echoed_and_the_feedback_id_travels(
+    replicas: dict[str, list[ServerProc]], artifacts: dict[str, Artifact]
+) -> None:
+    procs, art = replicas["iris"], artifacts["iris"]
+    rows = art.x[[0, 75]]
+    v1 = post(procs[0], "/v1/models/iris:predict", {"instances": rows.tolist(), "id": "order-17"}).json()
+    assert v1["id"] == "order-17" and v1["feedbackId"] != "order-17"
+    v2 = post(
+        procs[0],
+        "/v2/models/iris/infer",
+        {
+            "id": "order-18",
+            "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": rows.tolist()}],
+        },
+    ).json()
+    assert v2["id"] == "order-18"
+    feedback_id = v2["parameters"]["mlkube_feedback_id"]
+    # The client's own id is known only where it was served; the feedback id anywhere.
+    r = post(
+        procs[1],
+        "/v2/models/iris/feedback",
+        {
+            "feedback": [
+                {"id": "order-17", "label": v1["predictions"]},
+                {"id": feedback_id, "label": v2["outputs"][0]["data"]},
+            ]
+        },
+    ).json()
+    assert r == {"accepted": 1, "unknownIds": ["order-17"], "scoredRows": 2}
+    r = post(
+        procs[0], "/v2/models/iris/feedback", {"feedback": [{"id": "order-17", "label": v1["predictions"]}]}
+    )
+    assert r.json()["accepted"] == 1
+
+
+def test_ids_of_another_model_or_damaged_ones_are_not_scored(
+    replicas: dict[str, list[ServerProc]], servers: dict[str, ServerProc], artifacts: dict[str, Artifact]
+) -> None:
+    iris = replicas["iris"][1]
+    rows = artifacts["iris"].x[:1]
+    body = post(iris, "/v1/models/iris:predict", {"instances": rows.tolist()}).json()
+    # The "lr" server serves another model (another sha256) with the same classes: it must
+    # not count an iris prediction's label as its own accuracy.
+    lr = servers["lr"]
+    before = metric(scrape(lr), "mlkube_feedback_total", model="lr", outcome="other_model")
+    r = httpx.post(
+        f"{lr.url}/v2/models/lr/feedback", json={"feedback": [{"id": body["id"], "label": 0}]}, timeout=10
+    ).json()
+    assert r == {"accepted": 0, "unknownIds": [], "scoredRows": 0, "otherModelIds": [body["id"]]}
+    assert metric(scrape(lr), "mlkube_feedback_total", model="lr", outcome="other_model") == before + 1
+    # One character changed: the checksum fails, so it is an unknown id, as before.
+    damaged = body["id"][:-3] + ("A" if body["id"][-3] != "A" else "B") + body["id"][-2:]
+    r = post(replicas["iris"][2], "/v2/models/iris/feedback", {"feedback": [{"id": damaged, "label": 0}]})
+    assert r.json()["unknownIds"] == [damaged]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5, 200, 256, 300, 40000])
+def test_feedback_id_round_trip(n_classes: int) -> None:
+    ids = FeedbackIds("ab" * 32, n_classes)
+    rng = np.random.default_rng(n_classes)
+    for rows in (1, 2, 7, 8, 9, 100):
+        index = rng.integers(0, n_classes, rows)
+        rid = ids.encode(f"nonce-{rows}", index, None)
+        assert rid is not None and rid.startswith(f"nonce-{rows}.")
+        decoded = ids.decode(rid)
+        assert decoded is not None and decoded.model_tag == bytes.fromhex("abababab")
+        assert decoded.class_index is not None and decoded.class_index.tolist() == index.tolist()
+    values = rng.normal(0, 1e6, 50)
+    decoded = ids.decode(ids.encode("v", None, values) or "")
+    assert decoded is not None and decoded.values is not None
+    assert decoded.values.tobytes() == values.tobytes()  # bit-exact
+    # Too large to carry in an id: the caller falls back to a plain id.
+    assert ids.encode("big", None, np.zeros(10_000)) is None
+    for junk in ("", "plain-id", "x.", ".abc", "a.!!!!", "a.AAAA", "a-1.AQAAAAA"):
+        assert ids.decode(junk) is None
+
+
+def test_ids_stay_short_for_typical_requests() -> None:
+    # 3 classes, one row: the id is the visible part plus about 16 characters.
+    ids = FeedbackIds("0" * 64, 3)
+    rid = ids.encode("0123456789ab-1", np.array([2]), None)
+    assert rid is not None and len(rid) <= len("0123456789ab-1") + 20

@@ -35,12 +35,25 @@ def prometheus_scraping(
     server: ServerProc, tmp_path: Path, labels: dict[str, str], rules: list[dict[str, Any]] | None = None
 ) -> Iterator[str]:
     """A real Prometheus scraping `server` every second (target `labels` added); yields its URL."""
+    with prometheus_scraping_targets([(server.port, labels)], tmp_path, rules) as url:
+        server.wait_ready()
+        yield url
+
+
+@contextlib.contextmanager
+def prometheus_scraping_targets(
+    targets: list[tuple[int, dict[str, str]]], tmp_path: Path, rules: list[dict[str, Any]] | None = None
+) -> Iterator[str]:
+    """A real Prometheus scraping 127.0.0.1:port of each target every second, adding its
+    labels (as a PodMonitor adds namespace and pod); yields its URL."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
             {
                 "job_name": "mlkube",
-                "static_configs": [{"targets": [f"127.0.0.1:{server.port}"], "labels": labels}],
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{port}"], "labels": labels} for port, labels in targets
+                ],
             }
         ],
     }
@@ -61,7 +74,6 @@ def prometheus_scraping(
             stderr=subprocess.STDOUT,
         )
     try:
-        server.wait_ready()
         yield f"http://127.0.0.1:{port}"
     finally:
         prom.terminate()

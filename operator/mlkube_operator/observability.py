@@ -16,10 +16,11 @@ The metrics live in their own registry (with the standard `process_*` and
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import wraps
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client import (
@@ -30,6 +31,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .errors import Conflict, PermanentFailure, TemporaryFailure
 
@@ -44,6 +47,10 @@ LEADER_ACQUISITIONS: Final = "mlkube_operator_leader_acquisitions_total"
 ANALYSIS_VERDICTS: Final = "mlkube_operator_analysis_verdicts_total"
 ANALYSIS_VALUE: Final = "mlkube_operator_analysis_value"
 DEGRADATION_ACTIONS: Final = "mlkube_operator_degradation_actions_total"
+# kube-state-metrics-like, from the watch events of the mlkube resources (ObjectStates).
+OBJECTS: Final = "mlkube_operator_objects"
+OBJECT_CONDITIONS: Final = "mlkube_operator_object_conditions"
+CANARY_WEIGHT: Final = "mlkube_operator_canary_weight"
 # From prometheus_client's ProcessCollector (CPU seconds, resident memory, open fds...).
 PROCESS_CPU: Final = "process_cpu_seconds_total"
 PROCESS_RSS: Final = "process_resident_memory_bytes"
@@ -271,3 +278,75 @@ def set_leader(is_leader: bool) -> None:
 def _remove(metric: Counter | Gauge, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
+
+
+class ObjectStates(Collector):
+    """The state of every mlkube object as its last watch event showed it, counted at scrape.
+
+    Like kube-state-metrics, but aggregated so the label sets stay bounded:
+    `mlkube_operator_objects{kind}` counts the objects, `mlkube_operator_object_conditions
+    {kind, condition, status, reason}` counts them by each condition they carry (the
+    reasons are the CamelCase constants), and `mlkube_operator_canary_weight{namespace,
+    modeldeployment}` is a ModelDeployment's `status.canary.weight` (0 without a canary).
+    Watch events update it (a DELETED event removes the object), so it is complete once
+    the initial listing has been seen, on any replica that watches.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (kind, namespace, name) -> ((condition, status, reason), ...)
+        self._conditions: dict[tuple[str, str, str], tuple[tuple[str, str, str], ...]] = {}
+        self._canary: dict[tuple[str, str], float] = {}
+
+    def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._lock:
+            if event_type == "DELETED":
+                self._conditions.pop(key, None)
+                self._canary.pop(key[1:], None)
+                return
+            status = body.get("status") or {}
+            self._conditions[key] = tuple(
+                (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
+                for c in status.get("conditions") or []
+                if isinstance(c, Mapping)
+            )
+            if kind == KIND_MODEL_DEPLOYMENT:
+                weight = (status.get("canary") or {}).get("weight")
+                self._canary[key[1:]] = float(weight) if isinstance(weight, int | float) else 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            conditions = list(self._conditions.items())
+            canary = list(self._canary.items())
+        objects = GaugeMetricFamily(OBJECTS, "mlkube objects the operator watches, by kind.", labels=["kind"])
+        by_kind = dict.fromkeys((KIND_DATASET, KIND_TRAINING_RUN, KIND_MODEL_DEPLOYMENT), 0)
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for (kind, _, _), conds in conditions:
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            for cond in conds:
+                counts[(kind, *cond)] = counts.get((kind, *cond), 0) + 1
+        for kind, n in by_kind.items():
+            objects.add_metric([kind], n)
+        yield objects
+        fam = GaugeMetricFamily(
+            OBJECT_CONDITIONS,
+            "mlkube objects by kind and by each condition's type, status and reason.",
+            labels=["kind", "condition", "status", "reason"],
+        )
+        for labels, n in sorted(counts.items()):
+            fam.add_metric(list(labels), n)
+        yield fam
+        weights = GaugeMetricFamily(
+            CANARY_WEIGHT,
+            "Percent of a ModelDeployment's replicas running its canary (status.canary.weight; 0 without a canary).",
+            labels=["namespace", "modeldeployment"],
+        )
+        for (namespace, name), weight in sorted(canary):
+            weights.add_metric([namespace, name], weight)
+        yield weights
+
+
+object_states = ObjectStates()
+REGISTRY.register(object_states)

@@ -8,4 +8,4 @@ a missed event or an operator restart only delays, never changes, the outcome.
 
 from __future__ import annotations
 
-from . import lifecycle, monitoring, serving, training  # noqa: F401  (registration by import)
+from . import lifecycle, monitoring, serving, states, training  # noqa: F401  (registration by import)

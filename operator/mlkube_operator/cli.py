@@ -158,6 +158,21 @@ def _add_rollout(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cmd.set_defaults(func=_rollout)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from .main import main as operator_main
+
+    return operator_main(verbose=args.verbose)
+
+
+def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "operator",
+        help="run the operator (leader election, kopf handlers, health and metrics endpoints)",
+        description="Run the mlkube operator; configured by MLKUBE_* environment variables (docs/operator.md).",
+    )
+    cmd.set_defaults(func=_operator)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
@@ -172,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dev(sub)
     _add_validate(sub)
     _add_rollout(sub)
+    _add_operator(sub)
     parser.set_defaults(func=lambda _args: _usage(parser))
     return parser
 

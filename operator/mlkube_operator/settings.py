@@ -7,8 +7,9 @@ than at the first reconcile.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import constants as C
 
@@ -32,6 +33,42 @@ class Settings(BaseModel):
     profile_backoff_limit: int = Field(default=2, ge=0)
     profile_deadline_seconds: int = Field(default=900, ge=10)
 
+    # The operator process (`mlkube operator`): leader election, endpoints, logs.
+    leader_election: bool = Field(
+        default=True, description="Reconcile only while holding the leader Lease (MLKUBE_LEADER_ELECTION)."
+    )
+    leader_lease_name: str = Field(default="mlkube-operator", min_length=1)
+    leader_lease_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease; the pod's own namespace in a cluster, else `default`.",
+    )
+    leader_lease_duration_seconds: float = Field(
+        default=15.0, gt=0, description="How long a standby waits after the last renewal before taking over."
+    )
+    leader_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the leader keeps trying to renew before it gives up and exits.",
+    )
+    leader_retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="Time between two attempts to acquire or renew."
+    )
+    namespaces: tuple[str, ...] = Field(
+        default=(), description="Namespaces to watch (comma-separated); all namespaces when empty."
+    )
+    bind_address: str = Field(default="0.0.0.0", description="Address of the health and metrics endpoints.")
+    health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz, /readyz, /leader.")
+    metrics_port: int = Field(default=8081, ge=0, le=65535, description="/metrics (Prometheus).")
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    @model_validator(mode="after")
+    def _leader_timing(self) -> Self:
+        if not self.leader_retry_period_seconds < self.leader_renew_deadline_seconds:
+            raise ValueError("MLKUBE_LEADER_RETRY_PERIOD_SECONDS must be less than the renew deadline")
+        if not self.leader_renew_deadline_seconds < self.leader_lease_duration_seconds:
+            raise ValueError("MLKUBE_LEADER_RENEW_DEADLINE_SECONDS must be less than the lease duration")
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         raw: dict[str, object] = {}
@@ -39,11 +76,14 @@ class Settings(BaseModel):
             key = f"MLKUBE_{field.upper()}"
             if key in env:
                 value: object = env[key]
-                if field == "allowed_estimator_prefixes":
+                if field in ("allowed_estimator_prefixes", "namespaces"):
                     value = tuple(p.strip() for p in env[key].split(",") if p.strip())
                 raw[field] = value
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
-            names = ", ".join(f"MLKUBE_{str(e['loc'][0]).upper()}: {e['msg']}" for e in err.errors())
+            names = ", ".join(
+                f"MLKUBE_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in err.errors()
+            )
             raise SystemExit(f"mlkube operator: invalid configuration: {names}") from err

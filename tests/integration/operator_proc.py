@@ -15,16 +15,27 @@ from pathlib import Path
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: str, log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        name: str = "operator",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.extra_env = env or {}
+        # Default: kopf alone; `[sys.executable, "-m", "mlkube_operator"]` runs the operator
+        # entrypoint (leader election, health and metrics endpoints).
+        self.argv = argv
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.name}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
@@ -33,7 +44,8 @@ class OperatorProcess:
         kopf = str(Path(sys.executable).with_name("kopf"))
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [kopf, "run", "-m", "mlkube_operator.handlers", "--all-namespaces", "--standalone"],
+                self.argv
+                or [kopf, "run", "-m", "mlkube_operator.handlers", "--all-namespaces", "--standalone"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -60,4 +72,9 @@ class OperatorProcess:
         self.start()
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

@@ -42,7 +42,44 @@ def test_base_renders_crds_rbac_and_operator() -> None:
     assert deployment["metadata"]["namespace"] == "mlkube-system"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == C.IMAGE
-    assert container["command"][:4] == ["kopf", "run", "-m", "mlkube_operator.handlers"]
+    assert container["command"] == ["mlkube", "operator"]
+
+
+def test_operator_runs_two_replicas_one_leader_with_a_disruption_budget() -> None:
+    docs = render()
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    container = spec["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    settings = Settings()
+    assert ports == {"health": settings.health_port, "metrics": settings.metrics_port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert pdb["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+
+
+def test_leases_only_in_the_operators_namespace() -> None:
+    docs = render()
+    role = next(d for d in docs if d["kind"] == "Role")
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "mlkube-system"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "mlkube-operator"
+    rules = role["rules"]
+    for verb in ("create", "get", "update"):
+        assert allowed(rules, "coordination.k8s.io", "leases", verb)
+    named = [r for r in rules if "get" in r["verbs"]]
+    assert all(r.get("resourceNames") == [Settings().leader_lease_name] for r in named)
+    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    assert not any("coordination.k8s.io" in r.get("apiGroups", []) for r in cluster_rules)
 
 
 def test_rbac_covers_every_call_of_the_adapters() -> None:

@@ -1,0 +1,67 @@
+"""The operator process's settings: leader-election timing, namespaces, endpoints, log format."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from mlkube_operator.main import QuietFilter
+from mlkube_operator.settings import Settings
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert (
+        s.leader_lease_duration_seconds,
+        s.leader_renew_deadline_seconds,
+        s.leader_retry_period_seconds,
+    ) == (
+        15,
+        10,
+        2,
+    )
+    assert s.leader_election and s.namespaces == () and (s.health_port, s.metrics_port) == (8080, 8081)
+
+
+def test_from_environment() -> None:
+    s = Settings.from_env(
+        {
+            "MLKUBE_LEADER_LEASE_DURATION_SECONDS": "30",
+            "MLKUBE_LEADER_RENEW_DEADLINE_SECONDS": "20",
+            "MLKUBE_LEADER_RETRY_PERIOD_SECONDS": "5",
+            "MLKUBE_LEADER_ELECTION": "false",
+            "MLKUBE_NAMESPACES": "a, b,",
+            "MLKUBE_LOG_FORMAT": "json",
+        }
+    )
+    assert (s.leader_lease_duration_seconds, s.leader_renew_deadline_seconds) == (30, 20)
+    assert not s.leader_election and s.namespaces == ("a", "b") and s.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MLKUBE_LEADER_RENEW_DEADLINE_SECONDS": "15"}, "MLKUBE_LEADER_RENEW_DEADLINE_SECONDS"),
+        ({"MLKUBE_LEADER_RETRY_PERIOD_SECONDS": "10"}, "MLKUBE_LEADER_RETRY_PERIOD_SECONDS"),
+        ({"MLKUBE_LOG_FORMAT": "xml"}, "MLKUBE_LOG_FORMAT"),
+        ({"MLKUBE_METRICS_PORT": "http"}, "MLKUBE_METRICS_PORT"),
+    ],
+)
+def test_invalid_values_stop_the_operator_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SystemExit, match=named):
+        Settings.from_env(env)
+
+
+def test_quiet_filter_drops_only_kopf_success_lines() -> None:
+    def record(name: str, level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, None, None)
+
+    quiet = QuietFilter()
+    assert not quiet.filter(
+        record("kopf.objects", logging.INFO, "Timer 'model_deployment_monitor' succeeded.")
+    )
+    assert not quiet.filter(record("kopf.objects", logging.INFO, "Handler 'dataset_event' succeeded."))
+    assert quiet.filter(record("kopf.objects", logging.ERROR, "Handler 'dataset_event' failed: x"))
+    assert quiet.filter(record("kopf.objects", logging.INFO, "Created Job iris-profile-1"))
+    assert quiet.filter(record("mlkube_operator.main", logging.INFO, "Leading: it succeeded."))

@@ -38,12 +38,17 @@ imports: $(STAMP)
 # first on PATH, so tests never depend on whatever kubectl the machine has.
 CP_PATH = PATH="$$(bash scripts/build-control-plane.sh | tail -n 1):$$PATH"
 
-# Debian's prometheus package (prometheus + promtool) for the monitoring tests.
+# Debian's prometheus package (prometheus + promtool) for the monitoring tests, and
+# lua5.4 for the Argo CD health scripts.
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } || \
 	  { echo "install Prometheus (Debian package 'prometheus': prometheus + promtool) to run the tests" >&2; exit 1; }
+	@command -v lua5.4 >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lua5.4; } || \
+	  { echo "install Lua 5.4 (Debian package 'lua5.4') to run the tests" >&2; exit 1; }
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
@@ -51,7 +56,7 @@ test: $(STAMP) system-deps
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(STAMP)
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops
 
 demo: $(STAMP)
 	$(CP_PATH) bash scripts/demo.sh

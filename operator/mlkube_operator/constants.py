@@ -44,6 +44,13 @@ SUCCEEDED: Final = "Succeeded"
 PROGRESSING: Final = "Progressing"
 DEGRADED: Final = "Degraded"
 
+# Whether the last reconcile's API calls all succeeded (see errors.py); False names the
+# failed call and the server's answer, and clears (True) once the call succeeds.
+RECONCILED: Final = "Reconciled"
+
+# The field manager of every server-side apply: the operator owns exactly the fields it sets.
+FIELD_MANAGER: Final = "mlkube-operator"
+
 # Condition reasons (CamelCase, stable: users alert on them).
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_PROFILING: Final = "Profiling"
@@ -111,3 +118,10 @@ REASON_ABORTED_BY_USER: Final = "AbortedByUser"
 ANNOTATION_ACTION: Final = "mlkube.io/action"
 ANNOTATION_ACTION_ID: Final = "mlkube.io/action-id"
 MANUAL_ACTIONS: Final = ("promote", "abort", "unpin")
+
+REASON_RECONCILE_SUCCEEDED: Final = "ReconcileSucceeded"
+REASON_FORBIDDEN: Final = "Forbidden"  # 401/403: the operator's RBAC lacks a rule
+REASON_REJECTED: Final = "Rejected"  # 400/422: the API server rejected the request (e.g. a child's field)
+REASON_API_UNREACHABLE: Final = "ApiUnreachable"  # no answer: connection refused, timeout
+REASON_API_ERROR: Final = "ApiError"  # any other answer: 5xx, 429, unexpected 4xx
+REASON_INTERNAL_ERROR: Final = "InternalError"  # a bug in the operator (the log has the traceback)

@@ -1,15 +1,23 @@
-"""The one place that decides whether a failure is worth retrying.
+"""The one place that decides what a failure means and how it is retried.
 
-Adapters raise these two; handlers turn them into kopf's TemporaryError (retry with
-a delay) or PermanentError (give up, record why). Nothing else needs to know HTTP
-status codes.
+Kubernetes API failures become an `ApiError` that names the call (verb, resource,
+namespace/name) and the server's answer, with a condition reason for the object's
+status (`Reconciled=False`). Every API error is retried with backoff: a 403 clears
+when RBAC is fixed, a 422 when the operator is upgraded, a 5xx or a timeout by
+itself, so none of them is a reason to stop trying. Other dependencies raise
+`TemporaryFailure` (retry after `delay`); `PermanentFailure` is for requests that
+cannot succeed as written. Nothing else needs to know HTTP status codes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from . import constants as C
+
 
 class TemporaryFailure(Exception):
-    """A dependency is not ready or the API server had a transient problem."""
+    """A dependency is not ready or had a transient problem."""
 
     def __init__(self, message: str, delay: float = 10.0) -> None:
         super().__init__(message)
@@ -24,7 +32,55 @@ class PermanentFailure(Exception):
     """Retrying cannot help: the request itself is wrong."""
 
 
-def classify_http(status: int, message: str) -> Exception:
-    if status in (408, 425, 429) or status >= 500 or status == 0:
-        return TemporaryFailure(f"API server answered {status}: {message}", delay=5.0 if status else 10.0)
-    return PermanentFailure(f"API server answered {status}: {message}")
+@dataclass(frozen=True)
+class Call:
+    """One Kubernetes API call, as a user reads it: `apply jobs.batch ns/name`."""
+
+    verb: str  # get | list | apply | patch | delete
+    resource: str  # plural[.group], e.g. jobs.batch, services, trainingruns.mlkube.io
+    namespace: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        where = "/".join(p for p in (self.namespace, self.name) if p)
+        return f"{self.verb} {self.resource} {where}".rstrip()
+
+
+class ApiError(Exception):
+    """A failed API call: which call, what the server answered (status 0: no answer)."""
+
+    def __init__(self, call: Call, status: int, answer: str) -> None:
+        self.call, self.status, self.answer = call, status, answer
+        self.reason = _reason(status)
+        code = f"HTTP {status}" if status else "no answer"
+        super().__init__(f"{call}: {code}: {answer}")
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+def _reason(status: int) -> str:
+    if status in (401, 403):
+        return C.REASON_FORBIDDEN
+    if status in (400, 422):
+        return C.REASON_REJECTED
+    if status == 0:
+        return C.REASON_API_UNREACHABLE
+    return C.REASON_API_ERROR
+
+
+def classify(call: Call, status: int, answer: str) -> Exception:
+    """An API failure as an exception: 409 is a Conflict (reconcile again), the rest an ApiError."""
+    if status == 409:
+        return Conflict(f"{call}: the object changed meanwhile; reconciling again", delay=1)
+    return ApiError(call, status, answer)
+
+
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+def backoff(retry: int) -> float:
+    """Delay before the next attempt after `retry` failed ones in a row: 5, 10, 20, 40, 60, 60 ... s."""
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * (1 << min(max(retry, 0), 10)))

@@ -34,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import Conflict, PermanentFailure, TemporaryFailure
+from .errors import ApiError, Conflict, PermanentFailure, TemporaryFailure
 
 # Exposition names (what PromQL, the dashboard and the alerts use).
 RECONCILIATIONS: Final = "mlkube_operator_reconciliations_total"
@@ -161,7 +161,7 @@ def outcome_of(err: BaseException | None) -> str:
         return OUTCOME_SUCCESS
     if isinstance(err, Conflict):
         return OUTCOME_CONFLICT
-    if isinstance(err, TemporaryFailure):
+    if isinstance(err, TemporaryFailure | ApiError):  # every API error is retried with backoff
         return OUTCOME_RETRY
     if isinstance(err, PermanentFailure):
         return OUTCOME_FAILED

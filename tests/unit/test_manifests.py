@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mlkube_operator import constants as C
+from mlkube_operator.adapters.kube import APPLIED
 from mlkube_operator.reconcile.dataset import plan_dataset
 from mlkube_operator.reconcile.jobs import JobPhase, JobView
 from mlkube_operator.settings import Settings
@@ -89,13 +90,19 @@ def test_rbac_covers_every_call_of_the_adapters() -> None:
         ("mlkube.io", "trainingruns", "list"),
         ("mlkube.io", "datasets/status", "patch"),
         ("mlkube.io", "trainingruns/status", "patch"),
-        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
         ("batch", "jobs", "watch"),
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "delete"),
         ("", "pods", "list"),
-        ("", "persistentvolumeclaims", "create"),
+        ("", "persistentvolumeclaims", "get"),
         ("", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ]
+    # Server-side apply is a PATCH, and one that creates the object is authorized as a create too.
+    for group, plural in APPLIED.values():
+        needed += [(group, plural, "patch"), (group, plural, "create")]
     missing = [n for n in needed if not allowed(rules, *n)]
     assert missing == []
 

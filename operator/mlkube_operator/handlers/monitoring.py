@@ -48,8 +48,8 @@ from ..errors import PermanentFailure, TemporaryFailure
 from ..reconcile.modeldeployment import Judgement
 from ..reconcile.monitoring import analysis_due, judged_window_start, unsupported_source
 from .lifecycle import runtime
+from .outcome import FAILURES, MONITORING, guard
 from .serving import reconcile_model_deployment
-from .training import guard
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS = "modeldeployments"
@@ -173,12 +173,14 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
     try:
         judgement = judge(obj["metadata"], spec, status, now)
     except TemporaryFailure as err:
+        FAILURES.succeeded(MODEL_DEPLOYMENTS, obj, MONITORING)  # its API calls did (Prometheus did not)
         # Say so in status (Degraded=Unknown) and let kopf retry; no action on no data.
         judged = status.candidate_model if status.canary and status.candidate_model else status.current_model
         reconcile_model_deployment(obj, logger, Judgement(judged.sha256, unavailable=str(err)))
         meta = obj["metadata"]
         obs.observe_analysis(meta["namespace"], meta["name"], obs.VERDICT_METRICS_UNAVAILABLE, None, ())
         raise
+    FAILURES.succeeded(MODEL_DEPLOYMENTS, obj, MONITORING)  # cleared by the status write that follows
     plan = reconcile_model_deployment(obj, logger, judgement)
     if judgement.analysis is not None:
         meta = obj["metadata"]
@@ -193,9 +195,17 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
 
 
 @kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=5, initial_delay=5)
-def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     obj = dict(body)
-    guard(lambda: monitor_model_deployment(obj, logger), logger)
+    retry = int(kwargs.get("retry") or 0)
+    guard(
+        MODEL_DEPLOYMENTS,
+        obj,
+        lambda: monitor_model_deployment(obj, logger),
+        logger,
+        retry=retry,
+        loop=MONITORING,
+    )
 
 
 @kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)

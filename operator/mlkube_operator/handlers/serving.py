@@ -3,6 +3,11 @@
 Every trigger (the resource, its Deployments, a TrainingRun's new model, the resync
 timer, and the monitoring timer with a verdict, see handlers.monitoring) ends in
 `reconcile_model_deployment`, so one pure planner decides the next state.
+
+The predictor Deployments, the Service and a retrain TrainingRun are server-side
+applied on every reconcile (a no-op when nothing changed), so a hand edit of a field
+the operator manages is put back within one resync. The ModelDeployments that serve a
+TrainingRun are found in a kopf index, not by listing ModelDeployments per event.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import kopf
 from .. import constants as C
 from .. import observability as obs
 from ..reconcile.modeldeployment import (
-    TEMPLATE_HASH,
     Judgement,
     Observed,
     ServingPlan,
@@ -24,10 +28,11 @@ from ..reconcile.modeldeployment import (
     predictor_name,
 )
 from .lifecycle import post_event, runtime
-from .training import guard
+from .outcome import FAILURES, SERVING, guard, guard_each, retry_later, write_status
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS, TRAINING_RUNS, DATASETS = "modeldeployments", "trainingruns", "datasets"
+DeploymentsByRun = kopf.Index[tuple[str, str], JSON]
 
 
 def observe(obj: JSON) -> Observed:
@@ -61,25 +66,19 @@ def apply_plan(obj: JSON, seen: Observed, plan: ServingPlan, logger: kopf.Logger
     rt = runtime()
     meta = obj["metadata"]
     namespace = meta["namespace"]
-    if plan.create_run is not None and rt.kube.create_custom(TRAINING_RUNS, plan.create_run):
-        logger.info("Created TrainingRun %s", plan.create_run["metadata"]["name"])
+    if plan.create_run is not None:
+        rt.kube.apply(plan.create_run)
+        logger.info("Applied TrainingRun %s", plan.create_run["metadata"]["name"])
     if plan.deployment is not None or plan.canary is not None:
         rt.kube.ensure_artifact_pvc(namespace, rt.settings)
-    for desired, current in ((plan.deployment, seen.stable), (plan.canary, seen.canary)):
-        if desired is None:
-            continue
-        if current is None:
-            rt.kube.create_deployment(desired)
-        elif (current["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) != desired["metadata"][
-            "annotations"
-        ][TEMPLATE_HASH]:
-            rt.kube.update_deployment(desired)
+    for desired in (plan.deployment, plan.canary):
+        if desired is not None:
+            rt.kube.apply(desired)
     if plan.delete_canary:
         rt.kube.delete_deployment(namespace, canary_name(meta["name"]))
     if plan.service is not None:
-        rt.kube.ensure_service(plan.service)
-    if plan.changed:
-        rt.kube.patch_status(MODEL_DEPLOYMENTS, obj, plan.status)
+        rt.kube.apply(plan.service)
+    write_status(MODEL_DEPLOYMENTS, obj, plan.status, plan.changed, loop=SERVING)
     for event in plan.events:
         post_event(obj, event)
         if event.type == "Warning":
@@ -100,42 +99,41 @@ def _reconcile(obj: JSON, logger: kopf.Logger) -> None:
     reconcile_model_deployment(obj, logger)
 
 
-def _deployments_of_run(namespace: str, run: str) -> list[JSON]:
-    """ModelDeployments that serve `run`: by spec, or because their Retrain action created it."""
+@kopf.index(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
+def deployments_by_run(body: kopf.Body, **_: Any) -> dict[tuple[str, str], JSON] | None:
+    """(namespace, TrainingRun) -> ModelDeployments serving it: by spec, or as their retrain."""
+    obj = dict(body)
+    ref = (((obj.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name")
+    retrain = (obj.get("status") or {}).get("retrainRun")
+    runs = {r for r in (ref, retrain) if isinstance(r, str) and r}
+    return {(obj["metadata"]["namespace"], r): obj for r in runs} or None
 
-    def uses(md: JSON) -> bool:
-        ref = (((md.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name")
-        return run in (ref, (md.get("status") or {}).get("retrainRun"))
 
-    return [md for md in runtime().kube.list_custom(MODEL_DEPLOYMENTS, namespace) if uses(md)]
+def _serve(obj: JSON, logger: kopf.Logger, retry: int = 0) -> None:
+    guard(MODEL_DEPLOYMENTS, obj, lambda: _reconcile(obj, logger), logger, retry=retry, loop=SERVING)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
 def model_deployment_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if type == "DELETED":
+        FAILURES.forget(MODEL_DEPLOYMENTS, body.metadata.namespace or "", body.metadata.name or "")
         return
-    obj = dict(body)
-    guard(lambda: _reconcile(obj, logger), logger)
+    _serve(dict(body), logger)
 
 
 @kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=30, initial_delay=5)
-def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    obj = dict(body)
-    guard(lambda: _reconcile(obj, logger), logger)
+def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    _serve(dict(body), logger, int(kwargs.get("retry") or 0))
 
 
 @kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
-def training_run_model_changed(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def training_run_model_changed(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     """A TrainingRun's model may have changed (or it failed): reconcile the ModelDeployments serving it."""
     if type == "DELETED":
         return
-    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-
-    def work() -> None:
-        for md in _deployments_of_run(namespace, name):
-            reconcile_model_deployment(md, logger)
-
-    guard(work, logger)
+    index: DeploymentsByRun = kwargs["deployments_by_run"]
+    serving = list(index.get((body.metadata.namespace or "", body.metadata.name or ""), []))
+    guard_each(MODEL_DEPLOYMENTS, serving, lambda md: _reconcile(md, logger), logger, loop=SERVING)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
@@ -145,10 +143,12 @@ def predictor_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -
     if owner is None or owner.get("kind") != "ModelDeployment":
         return
     namespace = body.metadata.namespace or ""
+    parent: JSON | None = None
 
-    def work() -> None:
+    def find() -> None:
+        nonlocal parent
         parent = runtime().kube.get_custom(MODEL_DEPLOYMENTS, namespace, owner["name"])
-        if parent is not None and parent["metadata"].get("uid") == owner.get("uid"):
-            reconcile_model_deployment(parent, logger)
 
-    guard(work, logger)
+    retry_later(find)
+    if parent is not None and parent["metadata"].get("uid") == owner.get("uid"):
+        _serve(parent, logger)

@@ -1,8 +1,11 @@
-"""Datasets and TrainingRuns: triggers that all lead to one reconcile per object."""
+"""Datasets and TrainingRuns: triggers that all lead to one reconcile per object.
+
+The TrainingRuns waiting for a Dataset are found in a kopf index (kept up to date from
+the TrainingRun watch), not by listing TrainingRuns on every Dataset event.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,32 +15,21 @@ from .. import constants as C
 from .. import observability as obs
 from ..adapters.kube import Kube
 from ..api.trainingrun import TrainingRunStatus
-from ..errors import Conflict, PermanentFailure, TemporaryFailure
 from ..reconcile.dataset import plan_dataset, profile_job_name
-from ..reconcile.jobs import JobPhase, view_job
+from ..reconcile.jobs import JobPhase, JobView, view_job
 from ..reconcile.plan import Plan
 from ..reconcile.search import SearchView, search_job_name, view_search
 from ..reconcile.trainingrun import is_settled as run_settled
 from ..reconcile.trainingrun import plan_training_run, training_job_name
 from .lifecycle import post_event, runtime
+from .outcome import FAILURES, guard, guard_each, retry_later, write_status
 
 JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
+WaitingRuns = kopf.Index[tuple[str, str], JSON]
 
 
-def guard(fn: Callable[[], None], logger: kopf.Logger) -> None:
-    """Map adapter failures to kopf's retry semantics, in one place."""
-    try:
-        fn()
-    except Conflict as err:
-        logger.debug("%s", err)
-    except TemporaryFailure as err:
-        raise kopf.TemporaryError(str(err), delay=err.delay) from err
-    except PermanentFailure as err:
-        raise kopf.PermanentError(str(err)) from err
-
-
-def _job_view(kube: Kube, namespace: str, job_name: str) -> Any:
+def _job_view(kube: Kube, namespace: str, job_name: str) -> JobView:
     job = kube.get_job(namespace, job_name)
     finished = job is not None and any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
@@ -50,11 +42,12 @@ def _job_view(kube: Kube, namespace: str, job_name: str) -> Any:
 def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) -> None:
     meta = obj["metadata"]
     if plan.create is not None:
+        # Only a missing Job is applied: a Job's pod template is immutable, and the Job of a
+        # generation is the record of what ran. Applying the same Job twice changes nothing.
         kube.ensure_artifact_pvc(meta["namespace"], runtime().settings)
-        if kube.create_job(plan.create):
-            logger.info("Created Job %s", plan.create["metadata"]["name"])
-    if plan.changed:
-        kube.patch_status(plural, obj, plan.status)
+        kube.apply(plan.create)
+        logger.info("Applied Job %s", plan.create["metadata"]["name"])
+    write_status(plural, obj, plan.status, plan.changed)
     if plan.event is not None:
         post_event(obj, plan.event)
 
@@ -88,53 +81,57 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
 
 
-def _waiting_runs(kube: Kube, namespace: str, dataset: str) -> list[JSON]:
-    out = []
-    for run in kube.list_custom(TRAINING_RUNS, namespace):
-        ref = ((run.get("spec") or {}).get("datasetRef") or {}).get("name")
-        status = TrainingRunStatus.model_validate(run.get("status") or {})
-        if ref == dataset and not run_settled(status, int(run["metadata"].get("generation") or 0)):
-            out.append(run)
-    return out
+@kopf.index(C.GROUP, C.VERSION, TRAINING_RUNS)
+def waiting_runs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], JSON] | None:
+    """(namespace, dataset) -> TrainingRuns of that Dataset whose generation has no verdict yet."""
+    obj = dict(body)
+    ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
+    status = TrainingRunStatus.model_validate(obj.get("status") or {})
+    if not isinstance(ref, str) or run_settled(status, int(obj["metadata"].get("generation") or 0)):
+        return None
+    return {(obj["metadata"]["namespace"], ref): obj}
+
+
+def _reconcile_dataset_and_runs(obj: JSON, runs: WaitingRuns, logger: kopf.Logger, retry: int = 0) -> None:
+    meta = obj["metadata"]
+    guard(DATASETS, obj, lambda: reconcile_dataset(obj, logger), logger, retry=retry)
+    waiting = list(runs.get((meta["namespace"], meta["name"]), []))
+    guard_each(TRAINING_RUNS, waiting, lambda run: reconcile_training_run(run, logger), logger)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, DATASETS)
-def dataset_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def dataset_event(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     if type == "DELETED":
+        FAILURES.forget(DATASETS, body.metadata.namespace or "", body.metadata.name or "")
         return
-    obj = dict(body)
-
-    def work() -> None:
-        reconcile_dataset(obj, logger)
-        meta = obj["metadata"]
-        for run in _waiting_runs(runtime().kube, meta["namespace"], meta["name"]):
-            reconcile_training_run(run, logger)
-
-    guard(work, logger)
+    _reconcile_dataset_and_runs(dict(body), kwargs["waiting_runs"], logger)
 
 
 @kopf.on.event(C.GROUP, C.VERSION, TRAINING_RUNS)
 def training_run_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if type == "DELETED":
+        FAILURES.forget(TRAINING_RUNS, body.metadata.namespace or "", body.metadata.name or "")
         return
     obj = dict(body)
-    guard(lambda: reconcile_training_run(obj, logger), logger)
+    guard(TRAINING_RUNS, obj, lambda: reconcile_training_run(obj, logger), logger)
 
 
 @kopf.timer(C.GROUP, C.VERSION, DATASETS, interval=30, initial_delay=5)
-def dataset_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def dataset_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    retry = int(kwargs.get("retry") or 0)
     obj = dict(body)
-    guard(lambda: reconcile_dataset(obj, logger), logger)
+    guard(DATASETS, obj, lambda: reconcile_dataset(obj, logger), logger, retry=retry)
 
 
 @kopf.timer(C.GROUP, C.VERSION, TRAINING_RUNS, interval=30, initial_delay=5)
-def training_run_resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def training_run_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    retry = int(kwargs.get("retry") or 0)
     obj = dict(body)
-    guard(lambda: reconcile_training_run(obj, logger), logger)
+    guard(TRAINING_RUNS, obj, lambda: reconcile_training_run(obj, logger), logger, retry=retry)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})
-def job_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def job_event(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     """A Job moved: reconcile the Dataset or TrainingRun that owns it."""
     owner = next((o for o in body.metadata.get("ownerReferences") or [] if o.get("controller")), None)
     if owner is None or not str(owner.get("apiVersion", "")).startswith(C.GROUP + "/"):
@@ -143,16 +140,17 @@ def job_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None
     if plural is None:
         return
     namespace = body.metadata.namespace or ""
+    parent: JSON | None = None
 
-    def work() -> None:
+    def find() -> None:
+        nonlocal parent
         parent = runtime().kube.get_custom(plural, namespace, owner["name"])
-        if parent is None or parent["metadata"].get("uid") != owner.get("uid"):
-            return
-        if plural == DATASETS:
-            reconcile_dataset(parent, logger)
-            for run in _waiting_runs(runtime().kube, namespace, owner["name"]):
-                reconcile_training_run(run, logger)
-        else:
-            reconcile_training_run(parent, logger)
 
-    guard(work, logger)
+    retry_later(find)
+    if parent is None or parent["metadata"].get("uid") != owner.get("uid"):
+        return
+    if plural == DATASETS:
+        _reconcile_dataset_and_runs(parent, kwargs["waiting_runs"], logger)
+    else:
+        found = parent
+        guard(TRAINING_RUNS, found, lambda: reconcile_training_run(found, logger), logger)

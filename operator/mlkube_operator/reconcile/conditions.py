@@ -7,8 +7,12 @@ see real transitions, not every reconcile.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from .. import constants as C
 from ..api.common import Condition, ConditionStatus
+
+MAX_MESSAGE = 1024  # a condition message stays readable in `kubectl describe`
 
 
 def set_condition(
@@ -75,3 +79,31 @@ def settled(
         and cond.status is not ConditionStatus.UNKNOWN
         and cond.reason not in waiting_reasons
     )
+
+
+def with_reconciled(
+    status: dict[str, Any],
+    failure: tuple[str, str] | None,
+    now: datetime,
+    generation: int | None,
+) -> tuple[dict[str, Any], bool]:
+    """`status` (camelCase JSON) with the `Reconciled` condition set, and whether it moved.
+
+    `failure` is (reason, message) of a failed API call (the object's status then says
+    which call failed and what the server answered), None when every call succeeded.
+    Only this condition is touched; "moved" means its status, reason or message changed.
+    """
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    old = get_condition(conditions, C.RECONCILED)
+    if failure is None:
+        state, (reason, message) = ConditionStatus.TRUE, (C.REASON_RECONCILE_SUCCEEDED, "")
+    else:
+        state, (reason, message) = ConditionStatus.FALSE, failure
+    message = message[:MAX_MESSAGE]
+    moved = old is None or (old.status, old.reason, old.message) != (state, reason, message)
+    if not moved:
+        return status, False
+    updated = set_condition(conditions, C.RECONCILED, state, reason, message, now, generation)
+    out = dict(status)
+    out["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in updated]
+    return out, True

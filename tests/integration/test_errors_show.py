@@ -1,0 +1,145 @@
+"""A missing RBAC rule shows in the object's status and as an Event, and clears when restored.
+
+The operator runs as a separate process with a kubeconfig for a ServiceAccount bound
+to a copy of the project's ClusterRole (manifests/rbac.yaml) from which one rule is
+taken away: `create` on Jobs, which a server-side apply that creates a Job needs. It
+watches only this test's namespace, so it does not meet the session's operator.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from mlkube_operator import constants as C
+
+from .helpers import condition, event_reasons, get_cr, kubectl, wait_for
+from .operator_proc import OperatorProcess
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SA = "mlkube-operator"
+
+
+def project_rules() -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    return list(role["rules"])
+
+
+def without(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> list[dict[str, Any]]:
+    out = copy.deepcopy(rules)
+    for rule in out:
+        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+    return out
+
+
+def service_account_kubeconfig(dev_cluster: Any, namespace: str, path: Path) -> str:
+    """A kubeconfig that authenticates as the ServiceAccount (a bound token from TokenRequest)."""
+    core = kubernetes.client.CoreV1Api(dev_cluster.api_client)
+    request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
+    token = json.loads(
+        core.create_namespaced_service_account_token(SA, namespace, request, _preload_content=False).data
+    )["status"]["token"]
+    admin = yaml.safe_load(Path(dev_cluster.kubeconfig).read_text())
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:
+        ca = Path(cluster.pop("certificate-authority"))
+        cluster["certificate-authority"] = str(
+            ca if ca.is_absolute() else Path(dev_cluster.kubeconfig).parent / ca
+        )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "dev", "cluster": cluster}],
+        "users": [{"name": SA, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "dev", "user": SA, "namespace": namespace}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture
+def restricted_operator(
+    dev_cluster: Any, namespace: str, tmp_path: Path
+) -> Iterator[tuple[OperatorProcess, str]]:
+    """The operator as the ServiceAccount, its ClusterRole lacking `create` on Jobs; yields (process, role)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(dev_cluster.api_client)
+    core = kubernetes.client.CoreV1Api(dev_cluster.api_client)
+    role = f"mlkube-operator-{namespace}"
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
+    rbac.create_cluster_role(
+        {"metadata": {"name": role}, "rules": without(project_rules(), "batch", "jobs", "create")}
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
+        }
+    )
+    kubeconfig = service_account_kubeconfig(dev_cluster, namespace, tmp_path / "sa.kubeconfig")
+    kopf = str(Path(sys.executable).with_name("kopf"))
+    argv = [kopf, "run", "-m", "mlkube_operator.handlers", f"--namespace={namespace}", "--standalone"]
+    proc = OperatorProcess(kubeconfig, tmp_path, argv=argv)
+    proc.start()
+    try:
+        yield proc, role
+    finally:
+        proc.stop()
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
+
+
+def test_forbidden_call_shows_in_status_and_clears_when_rbac_is_restored(
+    dev_cluster: Any, namespace: str, restricted_operator: tuple[OperatorProcess, str]
+) -> None:
+    proc, role = restricted_operator
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    dataset = {
+        "apiVersion": C.API_VERSION,
+        "kind": "Dataset",
+        "metadata": {"name": "iris"},
+        "spec": {"source": {"builtin": "iris"}, "target": "target"},
+    }
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+
+    def failing() -> dict[str, Any] | None:
+        cond = condition(get_cr(api, "datasets", namespace, "iris"), C.RECONCILED)
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = wait_for(failing, 90, "Reconciled=False on the Dataset", interval=0.5)
+    assert cond["reason"] == C.REASON_FORBIDDEN, cond
+    assert cond["message"].startswith(f"apply jobs.batch {namespace}/iris-profile-1: HTTP 403: "), cond
+    assert 'cannot create resource "jobs"' in cond["message"], cond
+    assert C.REASON_FORBIDDEN in event_reasons(kc, namespace, "Dataset")
+    assert proc.proc is not None and proc.proc.poll() is None, "the operator keeps running"
+
+    # Restore the rule: the retry (with backoff, at most a minute apart) succeeds and clears it.
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rbac.patch_cluster_role(role, {"rules": project_rules()})
+
+    def cleared() -> dict[str, Any] | None:
+        obj = get_cr(api, "datasets", namespace, "iris")
+        done = condition(obj, C.RECONCILED)
+        return obj if done and done["status"] == "True" else None
+
+    obj = wait_for(cleared, 150, "Reconciled=True once the rule is back", interval=1)
+    done = condition(obj, C.RECONCILED)
+    assert done is not None and done["reason"] == C.REASON_RECONCILE_SUCCEEDED
+    ready = condition(obj, C.READY)
+    assert ready is not None and ready["reason"] in (C.REASON_PROFILING, C.REASON_PROFILED), ready
+    batch = kubernetes.client.BatchV1Api(api)
+    assert batch.read_namespaced_job("iris-profile-1", namespace).metadata.name == "iris-profile-1"
+    assert C.REASON_RECONCILE_SUCCEEDED in event_reasons(kc, namespace, "Dataset")

@@ -113,3 +113,20 @@ def test_a_different_failure_moves_the_condition_but_keeps_its_transition_time()
 def test_long_answers_are_cut_to_a_readable_message() -> None:
     status, _ = with_reconciled({}, (C.REASON_REJECTED, "x" * 5000), NOW, 1)
     assert len(_reconciled(status)["message"]) == 1024
+
+
+def test_each_loop_clears_only_its_own_failure() -> None:
+    """Serving succeeding must not hide a monitoring failure of the same ModelDeployment."""
+    from mlkube_operator.handlers.outcome import MONITORING, SERVING, Failures
+
+    book = Failures()
+    key = ("modeldeployments", "ns", "iris", "uid-1")
+    scrape = (C.REASON_FORBIDDEN, "list pods ns/-l app=iris: HTTP 403: no")
+    book.set(key, MONITORING, scrape)
+    book.set(key, SERVING, None)
+    assert book.current(key) == scrape
+    book.set(key, MONITORING, None)
+    assert book.current(key) is None
+    book.set(key, SERVING, scrape)
+    book.forget("modeldeployments", "ns", "iris")
+    assert book.current(key) is None

@@ -51,7 +51,7 @@ class ApiError(Exception):
 
     def __init__(self, call: Call, status: int, answer: str) -> None:
         self.call, self.status, self.answer = call, status, answer
-        self.reason = _reason(status)
+        self.reason = _reason(status, answer)
         code = f"HTTP {status}" if status else "no answer"
         super().__init__(f"{call}: {code}: {answer}")
 
@@ -60,10 +60,15 @@ class ApiError(Exception):
         return str(self)
 
 
-def _reason(status: int) -> str:
+# A server-side apply with a field the schema does not declare is answered 500 with this
+# text (kubernetes/kubernetes#139253), though it is the request that is wrong, as a 400.
+_UNDECLARED_FIELD = "failed to create typed patch object"
+
+
+def _reason(status: int, answer: str) -> str:
     if status in (401, 403):
         return C.REASON_FORBIDDEN
-    if status in (400, 422):
+    if status in (400, 422) or (status == 500 and _UNDECLARED_FIELD in answer):
         return C.REASON_REJECTED
     if status == 0:
         return C.REASON_API_UNREACHABLE

@@ -35,6 +35,18 @@ def test_every_status_code_gets_a_condition_reason(status: int, reason: str) -> 
     assert (err.status, err.reason) == (status, reason)
 
 
+def test_an_undeclared_field_in_an_apply_is_rejected_though_answered_500() -> None:
+    """kubernetes/kubernetes#139253: SSA answers a field missing from the schema with a 500."""
+    answer = (
+        "failed to create typed patch object (ns/iris; /v1, Kind=Service): "
+        '.spec.ports[port=80,protocol="TCP"].prot: field not declared in schema'
+    )
+    err = classify(Call("apply", "services", "ns", "iris"), 500, answer)
+    assert isinstance(err, ApiError) and (err.status, err.reason) == (500, C.REASON_REJECTED)
+    assert isinstance(other := classify(JOB, 500, "etcdserver: request timed out"), ApiError)
+    assert other.reason == C.REASON_API_ERROR
+
+
 def test_message_names_verb_resource_object_and_answer() -> None:
     answer = (
         'jobs.batch "iris-profile-1" is forbidden: User "system:serviceaccount:x:y" cannot create resource'

@@ -31,6 +31,7 @@ import orjson
 from . import __version__
 from .artifacts import (
     LoadRefused,
+    ModelMetadata,
     load_metadata,
     load_profile,
     model_path,
@@ -542,6 +543,8 @@ class ServingApp:
             schema=model.schema,
             profile=model.profile,
             class_index_of=model.class_index_of if model.classes is not None else None,
+            reference=model.metadata.reference_predictions,
+            reference_accuracy=_held_out_accuracy(model.metadata),
         )
         self.feedback_ids = FeedbackIds(
             model.sha256, len(model.class_labels) if model.task == "classification" else None
@@ -589,6 +592,13 @@ class ServingApp:
             await self.batcher.close()
         if was_ready:
             log.info("stopped serving", extra={"fields": {"model": self.name}})
+
+
+def _held_out_accuracy(meta: ModelMetadata) -> float | None:
+    """The accuracy on the held-out rows the prediction references come from."""
+    ref = meta.reference_predictions
+    value = ref.accuracy if ref is not None and ref.accuracy is not None else meta.metrics.get("accuracy")
+    return float(value) if isinstance(value, int | float) and 0.0 <= value <= 1.0 else None
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

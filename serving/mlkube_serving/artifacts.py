@@ -59,6 +59,7 @@ class ModelMetadata(_Camel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     version: str | None = None
+    reference_predictions: ReferencePredictions | None = None
 
 
 def _check_edges(edges: list[float] | None) -> list[float] | None:
@@ -99,6 +100,25 @@ class ColumnProfile(_Camel):
                 f"got {len(self.fractions)}"
             )
         return self
+
+
+class ReferencePredictions(_Camel):
+    """The model's own predictions on its held-out rows, recorded by the training Job.
+
+    Prediction drift is judged against these (not against the training labels): what
+    the model predicted on data like its training data.  ``scores`` is the binned
+    distribution of ``scoreKind``: the positive class' probability (binary), the
+    largest probability (multi-class) or the predicted value (regression).
+    """
+
+    rows: int = Field(ge=1)
+    accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    classes: dict[str, float] | None = None
+    score_kind: Literal["positiveProbability", "maxProbability", "prediction"] | None = None
+    scores: ColumnProfile | None = None
+
+
+ModelMetadata.model_rebuild()
 
 
 class ReferenceProfile(_Camel):

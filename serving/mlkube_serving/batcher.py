@@ -130,7 +130,7 @@ class MicroBatcher:
             self.direct += 1
             self._busy = True
             try:
-                pred = self.model.predict(x, want_proba)
+                pred = self.model.predict(x, want_proba or self.metrics.wants_proba)
             except Exception as exc:
                 fut.set_exception(_as_request_error(exc))
             else:
@@ -206,7 +206,7 @@ class MicroBatcher:
         return pred
 
     def _finish(self, batch: list[_Job], x: Matrix, pred: Prediction) -> None:
-        self.metrics.observe_batch(x, len(batch), pred.class_index, pred.values)
+        self.metrics.observe_batch(x, len(batch), pred.class_index, pred.values, pred.proba)
         start = 0
         for job in batch:
             stop = start + job.rows
@@ -217,7 +217,8 @@ class MicroBatcher:
     async def _execute(self, batch: list[_Job]) -> None:
         self.batches += 1
         x = batch[0].x if len(batch) == 1 else np.concatenate([job.x for job in batch])
-        want_proba = any(job.want_proba for job in batch)
+        # The score histogram (prediction drift) needs probabilities for every row.
+        want_proba = self.metrics.wants_proba or any(job.want_proba for job in batch)
         try:
             pred = await self._predict(x, want_proba)
         except Exception as exc:

@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from .artifacts import ColumnProfile, ReferenceProfile
+from .artifacts import ColumnProfile, ReferencePredictions, ReferenceProfile
 from .schema import InputSchema
 
 # Fine enough to tell a 1 ms server from a 2 ms one and to compute p99 up to 1 s.
@@ -243,7 +243,12 @@ class ServingMetrics(Collector):
         # Batches whose rows are not counted yet: counting 20 features for one row costs as
         # much as for a thousand, so it is done in bulk at scrape time (or every flush_rows).
         self._pending: list[
-            tuple[npt.NDArray[Any], npt.NDArray[np.intp] | None, npt.NDArray[Any] | None]
+            tuple[
+                npt.NDArray[Any],
+                npt.NDArray[np.intp] | None,
+                npt.NDArray[Any] | None,
+                npt.NDArray[np.float64] | None,
+            ]
         ] = []
         self._pending_rows = 0
         self.flush_rows = 2048
@@ -262,7 +267,14 @@ class ServingMetrics(Collector):
         # The profile's distributions as constant gauges, so whoever reads the counts (the
         # operator's analysis, a Grafana panel) has the reference beside them on one scrape.
         self.feature_reference: list[tuple[str, str, float]] = []  # (feature, bin, ratio)
-        self.prediction_reference: list[tuple[str, float]] = []  # (bin, ratio)
+        self.feature_reference_rows: list[tuple[str, float]] = []  # (feature, non-missing rows)
+        self.prediction_reference: list[tuple[str, float]] = []  # (class, ratio)
+        # The model's own predictions on its held-out rows: scores on their quantile bins.
+        self.score_bins: FeatureBins | None = None
+        self.score_kind: str | None = None
+        self.score_reference: list[tuple[str, float]] = []  # (bin, ratio)
+        self.prediction_reference_rows: float | None = None
+        self.reference_accuracy: float | None = None
         self.registry.register(self)
         if with_process:
             ProcessCollector(registry=self.registry)
@@ -280,11 +292,36 @@ class ServingMetrics(Collector):
         schema: InputSchema,
         profile: ReferenceProfile | None,
         class_index_of: Callable[[npt.NDArray[Any]], npt.NDArray[np.intp]] | None = None,
+        reference: ReferencePredictions | None = None,
+        reference_accuracy: float | None = None,
     ) -> list[str]:
-        """Prepare model-dependent series; returns warnings (features the profile does not cover)."""
+        """Prepare model-dependent series; returns warnings (features the profile does not cover).
+
+        ``reference`` (the model's predictions on its held-out rows, from metadata.json)
+        gives the prediction references; a model trained before they were recorded has
+        none, and the operator then says that prediction drift is not checked.
+        """
         notes: list[str] = []
         self.feature_reference = []
+        self.feature_reference_rows = []
         self.prediction_reference = []
+        self.score_reference = []
+        self.score_bins = None
+        self.score_kind = None
+        self.prediction_reference_rows = float(reference.rows) if reference is not None else None
+        self.reference_accuracy = reference_accuracy
+        if reference is not None:
+            if task == "classification" and reference.classes:
+                # Every class the model can predict, 0 where it never did on the held-out rows.
+                labels = [*class_labels, *(c for c in reference.classes if c not in class_labels)]
+                self.prediction_reference = [(c, float(reference.classes.get(c, 0.0))) for c in labels]
+            score_edges = _edges_of(reference.scores)
+            if score_edges is not None and reference.scores is not None and reference.scores.fractions:
+                self.score_bins = FeatureBins([0], ["score"], [score_edges])
+                self.score_kind = reference.score_kind
+                self.score_reference = _bin_reference(reference.scores.fractions)
+        else:
+            notes.append("metadata.json has no referencePredictions; prediction drift cannot be checked")
         self._class_index_of = class_index_of
         self.info = (sha256, version)
         self.task = task
@@ -304,7 +341,6 @@ class ServingMetrics(Collector):
                 self.prediction_bins = FeatureBins([0], ["prediction"], [edges])
         if profile is None:
             return notes
-        self.prediction_reference = self._prediction_reference(profile.target_profile)
         b_cols, b_names, b_edges = [], [], []
         l_cols, l_names, l_levels = [], [], []
         for j, name in enumerate(schema.feature_names):
@@ -331,25 +367,24 @@ class ServingMetrics(Collector):
             column = profile.feature(name)
             if column is not None and column.fractions is not None:
                 self.feature_reference += [(name, b, r) for b, r in _bin_reference(column.fractions)]
+                self._reference_rows(name, profile, column)
         for name in l_names:
             column = profile.feature(name)
             if column is not None and column.levels is not None:
                 self.feature_reference += [(name, lv, float(r)) for lv, r in column.levels.items()]
                 self.feature_reference += [(name, OTHER_LEVEL, 0.0), (name, MISSING_LEVEL, 0.0)]
+                self._reference_rows(name, profile, column)
         return notes
 
-    def _prediction_reference(self, target: ColumnProfile | None) -> list[tuple[str, float]]:
-        """The target profile on the bins/labels of mlkube_predictions_total or mlkube_prediction_bin_total."""
-        if target is None:
-            return []
-        if self.class_counts is not None:
-            if target.kind != "categorical" or not target.levels:
-                return []
-            labels = [*self.class_labels, *(lv for lv in target.levels if lv not in self.class_labels)]
-            return [(lv, float(target.levels.get(lv, 0.0))) for lv in labels]
-        if self.prediction_bins is not None and target.fractions is not None:
-            return _bin_reference(target.fractions)
-        return []
+    def _reference_rows(self, name: str, profile: ReferenceProfile, column: ColumnProfile) -> None:
+        """How many rows a feature's fractions stand for: their own sampling noise is part of the test."""
+        if profile.rows is not None and profile.rows - column.missing > 0:
+            self.feature_reference_rows.append((name, float(profile.rows - column.missing)))
+
+    @property
+    def wants_proba(self) -> bool:
+        """Whether every predict must also give probabilities (for the score histogram)."""
+        return self.score_bins is not None and self.task == "classification"
 
     # -- hot path (event loop thread only) -----------------------------------------------------
 
@@ -365,12 +400,13 @@ class ServingMetrics(Collector):
         requests: int,
         class_index: npt.NDArray[np.intp] | None,
         values: npt.NDArray[Any] | None,
+        proba: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """Record one predict call; the per-row counting is deferred and done in bulk."""
         key = (self.model,)
         self.batch_size.observe(key, len(x))
         self.batch_requests.observe(key, requests)
-        self._pending.append((x, class_index, values))
+        self._pending.append((x, class_index, values, proba))
         self._pending_rows += len(x)
         if self._pending_rows >= self.flush_rows:
             self.flush()
@@ -383,12 +419,15 @@ class ServingMetrics(Collector):
         self._pending = []
         self._pending_rows = 0
         if len(pending) == 1:
-            x, class_index, values = pending[0]
+            x, class_index, values, proba = pending[0]
         else:
             x = np.concatenate([p[0] for p in pending])
             indices = [p[1] for p in pending]
             class_index = None if any(i is None for i in indices) else np.concatenate(indices)  # type: ignore[arg-type]
             values = None if pending[0][2] is None else np.concatenate([p[2] for p in pending])
+            probas = [p[3] for p in pending]
+            proba = None if any(p is None for p in probas) else np.concatenate(probas)  # type: ignore[arg-type]
+        self._count_scores(x, values, proba)
         if self.bins is not None:
             self.bins.count(x)
         if self.levels is not None:
@@ -403,6 +442,25 @@ class ServingMetrics(Collector):
             self.prediction_value.observe_many((self.model,), v)
             if self.prediction_bins is not None:
                 self.prediction_bins.count(v.reshape(-1, 1))
+
+    def _count_scores(
+        self, x: npt.NDArray[Any], values: npt.NDArray[Any] | None, proba: npt.NDArray[np.float64] | None
+    ) -> None:
+        if self.score_bins is None:
+            return
+        if self.task == "classification":
+            if proba is None or proba.ndim != 2 or len(proba) != len(x):
+                return  # a batch without probabilities (cannot happen while wants_proba holds)
+            score = (
+                proba[:, 1]
+                if self.score_kind == "positiveProbability" and proba.shape[1] == 2
+                else proba.max(axis=1)
+            )
+        elif values is not None:
+            score = np.asarray(values, dtype=np.float64).reshape(len(x), -1)[:, 0]
+        else:
+            return
+        self.score_bins.count(np.ascontiguousarray(score, dtype=np.float64).reshape(-1, 1))
 
     def observe_feedback(self, outcome: str, n: float = 1.0) -> None:
         self.feedback.inc((self.model, outcome), n)
@@ -476,13 +534,53 @@ class ServingMetrics(Collector):
         if self.prediction_reference:
             ref = GaugeMetricFamily(
                 "mlkube_prediction_reference_ratio",
-                "The target profile's fraction per class (mlkube_predictions_total) or bin "
-                "(mlkube_prediction_bin_total).",
+                "The model's own predictions on its held-out rows: fraction per class of mlkube_predictions_total.",
                 labels=["model", "bin"],
             )
             for label, ratio in self.prediction_reference:
                 ref.add_metric([m, label], ratio)
             yield ref
+        if self.score_bins is not None:
+            fam = CounterMetricFamily(
+                "mlkube_prediction_score_bin",
+                "Prediction scores (positive-class or largest probability; regression: the prediction) "
+                "on the quantile bins of the model's own scores on its held-out rows.",
+                labels=["model", "bin"],
+            )
+            for label, value in self.score_bins.bin_counts(0):
+                fam.add_metric([m, label], value)
+            yield fam
+            ref = GaugeMetricFamily(
+                "mlkube_prediction_score_reference_ratio",
+                "The held-out rows' share per bin of mlkube_prediction_score_bin_total.",
+                labels=["model", "bin"],
+            )
+            for label, ratio in self.score_reference:
+                ref.add_metric([m, label], ratio)
+            yield ref
+        if self.feature_reference_rows:
+            rows = GaugeMetricFamily(
+                "mlkube_feature_reference_rows",
+                "Non-missing rows behind each feature's reference fractions (the test counts their noise).",
+                labels=["model", "feature"],
+            )
+            for feature, n in self.feature_reference_rows:
+                rows.add_metric([m, feature], n)
+            yield rows
+        if self.prediction_reference_rows is not None:
+            g = GaugeMetricFamily(
+                "mlkube_prediction_reference_rows",
+                "Held-out rows behind the prediction references and mlkube_reference_accuracy.",
+                labels=["model"],
+            )
+            g.add_metric([m], self.prediction_reference_rows)
+            yield g
+        if self.reference_accuracy is not None:
+            g = GaugeMetricFamily(
+                "mlkube_reference_accuracy", "The model's accuracy on its held-out rows.", labels=["model"]
+            )
+            g.add_metric([m], self.reference_accuracy)
+            yield g
         fb = self.feedback.family()
         yield fb
         if self.task == "regression":

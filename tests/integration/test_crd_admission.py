@@ -47,7 +47,7 @@ def test_examples_are_accepted_and_defaulted(dev_cluster: Any, namespace: str) -
     assert run["spec"]["split"]["stratify"] is True  # schema default filled in by the API server
     md = next(d for d in items if d["kind"] == "ModelDeployment")
     assert md["spec"]["serving"] == {"port": 8080, "maxBatchSize": 64}
-    assert md["spec"]["monitoring"]["thresholds"]["maxErrorRate"] == 0.05
+    assert md["spec"]["monitoring"]["thresholds"]["errorRate"] == {"enabled": True, "max": 0.05}
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)

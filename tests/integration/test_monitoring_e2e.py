@@ -30,7 +30,7 @@ MONITORING = {
     "intervalSeconds": 5,
     "windowSeconds": 60,
     "minSamples": 20,
-    "thresholds": {"maxInputDriftPsi": 0.5},
+    "thresholds": {"latency": {"maxP99Ms": 2000}},
 }
 # The reference profile is the iris data itself, so sending it is traffic without drift.
 IRIS_ROWS: list[list[float]] = load_iris().data.tolist()
@@ -81,12 +81,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
                 "intervalSeconds": 5,
                 "windowSeconds": 60,
                 "minSamples": 20,
-                "thresholds": {
-                    "maxErrorRate": 0.05,
-                    "maxLatencyP99Ms": 2000,
-                    "maxInputDriftPsi": 0.5,
-                    "maxPredictionDriftPsi": 5,
-                },
+                "thresholds": {"errorRate": {"max": 0.05}, "latency": {"maxP99Ms": 2000}},
             },
             "onDegradation": {"action": "Rollback", "cooldownSeconds": 0, "failureLimit": 1},
         },
@@ -138,7 +133,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
         lambda: (s := status(api, namespace)).get("rolledBackFrom") == second and s, 90, "a rollback"
     )
     assert rolled["pinnedModel"]["sha256"] == first and rolled["rollbacks"] == 1
-    assert "inputDriftPsi" in rolled["lastAction"] and rolled["lastAction"].startswith("Rolling back from")
+    assert "inputDrift '" in rolled["lastAction"] and rolled["lastAction"].startswith("Rolling back from")
     assert [r["sha256"] for r in rolled["rejectedModels"]] == [second]
     md = get_cr(api, "modeldeployments", namespace, "iris")
     assert md is not None and md["spec"]["model"] == {"trainingRunRef": {"name": "iris-lr"}}  # spec untouched

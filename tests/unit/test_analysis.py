@@ -12,7 +12,6 @@ from prometheus_client import generate_latest
 from mlkube_operator.analysis import (
     Counts,
     accuracy,
-    analyse,
     delta,
     error_rate,
     histogram_quantile,
@@ -20,8 +19,7 @@ from mlkube_operator.analysis import (
     psi,
     total,
 )
-from mlkube_operator.api.modeldeployment import Thresholds, Verdict
-from mlkube_serving.artifacts import ReferenceProfile
+from mlkube_serving.artifacts import ReferencePredictions, ReferenceProfile
 from mlkube_serving.metrics import ServingMetrics
 from mlkube_serving.schema import InputSchema
 
@@ -37,6 +35,16 @@ PROFILE = ReferenceProfile.model_validate(
         "targetProfile": {"kind": "categorical", "levels": {"0": 0.5, "1": 0.5}},
     }
 )
+# What the model predicted on its held-out rows (metadata.json's referencePredictions).
+REFERENCE = ReferencePredictions.model_validate(
+    {
+        "rows": 300,
+        "accuracy": 0.9,
+        "classes": {"0": 0.4, "1": 0.6},
+        "scoreKind": "positiveProbability",
+        "scores": {"kind": "numeric", "binEdges": [0.0, 0.5, 1.0], "fractions": [0.4, 0.6]},
+    }
+)
 
 
 def _server() -> ServingMetrics:
@@ -48,6 +56,8 @@ def _server() -> ServingMetrics:
         class_labels=["0", "1"],
         schema=InputSchema(("x", "colour"), (False, True), allow_nan=True),
         profile=PROFILE,
+        reference=REFERENCE,
+        reference_accuracy=REFERENCE.accuracy,
     )
     m.ready = True
     return m
@@ -60,7 +70,8 @@ def _scrape(m: ServingMetrics) -> Counts:
 def test_parse_real_server_metrics() -> None:
     m = _server()
     x = np.array([[0.5, "red"], [1.5, "blue"], [3.0, "green"], [np.nan, None]], dtype=object)
-    m.observe_batch(x, 2, np.array([0, 1, 1, 1]), None)
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    m.observe_batch(x, 2, np.array([0, 1, 1, 1]), None, proba)
     m.observe_request(PREDICT, 200, 0.0012)
     m.observe_request(INFER, 500, 0.2)
     m.observe_request("/v2/models/{name}/feedback", 200, 0.001)  # not a model route
@@ -77,7 +88,12 @@ def test_parse_real_server_metrics() -> None:
     assert c.feedback == {"correct": 3, "incorrect": 1}
     assert c.feature_reference["x"] == {"0": 0, "1": 0.5, "2": 0.5, "3": 0, "missing": 0}
     assert c.feature_reference["colour"] == {"red": 0.5, "blue": 0.5, "__other__": 0, "__missing__": 0}
-    assert c.prediction_reference == {"0": 0.5, "1": 0.5}
+    # Predictions are judged against the model's own held-out predictions, not the labels.
+    assert c.prediction_reference == {"0": 0.4, "1": 0.6}
+    assert c.prediction_scores == {"0": 0, "1": 1, "2": 3, "3": 0, "missing": 0}
+    assert c.prediction_score_reference == {"0": 0, "1": 0.4, "2": 0.6, "3": 0, "missing": 0}
+    assert c.prediction_reference_rows == 300 and c.reference_accuracy == 0.9
+    assert c.feature_reference_rows == {}  # the profile does not say how many rows it had
     assert c.model_sha256 == "ab" * 32
     assert c.ready is True
     assert c.start_time is None
@@ -86,7 +102,13 @@ def test_parse_real_server_metrics() -> None:
 def test_parse_regression_and_process_start() -> None:
     m = ServingMetrics("reg", with_process=True)
     profile = ReferenceProfile.model_validate(
-        {"targetProfile": {"kind": "numeric", "binEdges": [0, 1, 2], "fractions": [0.2, 0.8]}}
+        {
+            "rows": 40,
+            "features": [
+                {"name": "x", "kind": "numeric", "binEdges": [0, 1], "fractions": [1], "missing": 4}
+            ],
+            "targetProfile": {"kind": "numeric", "binEdges": [0, 1, 2], "fractions": [0.2, 0.8]},
+        }
     )
     m.bind_model(
         sha256="0" * 64,
@@ -95,11 +117,21 @@ def test_parse_regression_and_process_start() -> None:
         class_labels=[],
         schema=InputSchema(("x",), (False,), allow_nan=False),
         profile=profile,
+        reference=ReferencePredictions.model_validate(
+            {
+                "rows": 12,
+                "scoreKind": "prediction",
+                "scores": {"kind": "numeric", "binEdges": [0, 1, 4], "fractions": [0.5, 0.5]},
+            }
+        ),
     )
     m.observe_batch(np.zeros((3, 1)), 1, None, np.array([0.5, 1.5, 5.0]))
     c = _scrape(m)
-    assert c.predictions == {"0": 0, "1": 1, "2": 1, "3": 1, "missing": 0}
-    assert c.prediction_reference == {"0": 0, "1": 0.2, "2": 0.8, "3": 0, "missing": 0}
+    assert c.predictions == {"0": 0, "1": 1, "2": 1, "3": 1, "missing": 0}  # on the target's edges
+    assert c.prediction_reference == {}  # classes only
+    assert c.prediction_scores == {"0": 0, "1": 1, "2": 1, "3": 1, "missing": 0}
+    assert c.prediction_score_reference == {"0": 0, "1": 0.5, "2": 0.5, "3": 0, "missing": 0}
+    assert c.feature_reference_rows == {"x": 36} and c.prediction_reference_rows == 12
     assert c.ready is False
     assert c.start_time is not None and c.start_time > 0
 
@@ -200,107 +232,3 @@ def test_histogram_quantile() -> None:
     assert histogram_quantile(0.5, {0.1: 10.0, 0.2: 8.0, math.inf: 10.0}) == pytest.approx(0.05)
     with pytest.raises(ValueError):
         histogram_quantile(1.5, buckets)
-
-
-def _window(
-    n: int = 200,
-    errors: int = 0,
-    slow: int = 0,
-    x: dict[str, float] | None = None,
-    predictions: dict[str, float] | None = None,
-    feedback: dict[str, float] | None = None,
-) -> Counts:
-    """n requests, `errors` of them 5xx, `slow` of them taking more than a second."""
-    return Counts(
-        requests={"200": n - errors, "500": errors} if errors else {"200": n},
-        latency={0.005: n - slow, 1.0: n - slow, math.inf: n},
-        feature_bins={
-            "x": x or {"0": 0, "1": n / 2, "2": n / 2, "3": 0, "missing": 7},
-            "colour": {"red": n / 2, "blue": n / 2, "__other__": 0, "__missing__": 3},
-            "unreferenced": {"1": n},
-        },
-        predictions=predictions or {"0": n / 2, "1": n / 2},
-        feedback=feedback or {},
-        feature_reference={
-            "x": {"0": 0, "1": 0.5, "2": 0.5, "3": 0, "missing": 0},
-            "colour": {"red": 0.5, "blue": 0.5, "__other__": 0, "__missing__": 0},
-            "silent": {"1": 1.0},
-        },
-        prediction_reference={"0": 0.5, "1": 0.5},
-    )
-
-
-def test_verdict_healthy() -> None:
-    a = analyse(_window(), Thresholds(min_accuracy=0.8), 100, NOW)
-    assert a.verdict is Verdict.HEALTHY and a.reasons == [] and a.time == NOW
-    v = a.values
-    assert v.samples == 200 and v.error_rate == 0.0
-    assert v.latency_p99_ms == pytest.approx(4.95)  # rank 198 of 200 in (0, 5 ms]: 5 * 198/200
-    # Missing values are not drift: the reference fractions are over non-missing values.
-    assert v.input_drift_psi == 0.0 and v.input_drift_feature in ("colour", "x")
-    assert v.prediction_drift_psi == 0.0 and v.accuracy is None
-
-
-def test_verdict_degraded_reasons() -> None:
-    w = _window(
-        errors=24,
-        slow=10,
-        x={"1": 180, "2": 10, "3": 10},
-        predictions={"0": 190, "1": 10},
-        feedback={"correct": 61, "incorrect": 39},
-    )
-    a = analyse(w, Thresholds(min_accuracy=0.8), 100, NOW)
-    assert a.verdict is Verdict.DEGRADED
-    x_psi = psi({"1": 0.5, "2": 0.5}, {"1": 180, "2": 10, "3": 10})
-    p_psi = psi({"0": 0.5, "1": 0.5}, {"0": 190, "1": 10})
-    assert a.values.input_drift_feature == "x"
-    assert a.values.input_drift_psi == pytest.approx(x_psi, rel=1e-3)
-    assert a.reasons == [
-        "errorRate 0.12 > maxErrorRate 0.05",
-        "latencyP99Ms 1000 > maxLatencyP99Ms 500",
-        f"inputDriftPsi {x_psi:.3g} (feature 'x') > maxInputDriftPsi 0.25",
-        f"predictionDriftPsi {p_psi:.3g} > maxPredictionDriftPsi 0.25",
-        "accuracy 0.61 < minAccuracy 0.8",
-    ]
-    # Unset thresholds are not checked.
-    off = Thresholds(
-        max_error_rate=None,
-        max_latency_p99_ms=None,
-        max_input_drift_psi=None,
-        max_prediction_drift_psi=None,
-    )
-    assert analyse(w, off, 100, NOW).verdict is Verdict.HEALTHY
-
-
-def test_input_drift_picks_worst_feature_with_observations() -> None:
-    w = _window()
-    w.feature_bins["colour"] = {"red": 10, "blue": 90, "__other__": 100}
-    a = analyse(w, Thresholds(), 100, NOW)
-    assert a.values.input_drift_feature == "colour"
-    assert a.reasons == [
-        f"inputDriftPsi {a.values.input_drift_psi:.3g} (feature 'colour') > maxInputDriftPsi 0.25"
-    ]
-    # A feature seen only as missing in the window is skipped, not an error.
-    w.feature_bins["colour"] = {"red": 0, "blue": 0, "__missing__": 5}
-    assert analyse(w, Thresholds(), 100, NOW).values.input_drift_feature == "x"
-
-
-def test_verdict_insufficient_data() -> None:
-    w = _window(n=40, errors=20)
-    a = analyse(w, Thresholds(), 100, NOW)
-    assert a.verdict is Verdict.INSUFFICIENT_DATA
-    assert a.values.samples == 40 and a.values.error_rate == 0.5  # still reported
-    assert a.reasons == ["samples 40 < minSamples 100"]
-    empty = analyse(Counts(), Thresholds(), 1, NOW)
-    assert empty.verdict is Verdict.INSUFFICIENT_DATA and empty.values.error_rate is None
-
-
-def test_accuracy_needs_enough_feedback() -> None:
-    t = Thresholds(min_accuracy=0.9)
-    few = analyse(_window(feedback={"correct": 10, "incorrect": 39}), t, 100, NOW)
-    assert few.verdict is Verdict.HEALTHY and few.values.accuracy == pytest.approx(10 / 49, rel=1e-3)
-    enough = analyse(_window(feedback={"correct": 10, "incorrect": 40}), t, 100, NOW)
-    assert enough.reasons == ["accuracy 0.2 < minAccuracy 0.9"]
-    # With min_samples below 50, that many labelled rows suffice.
-    small = analyse(_window(n=20, feedback={"correct": 1, "incorrect": 9}), t, 10, NOW)
-    assert small.reasons == ["accuracy 0.1 < minAccuracy 0.9"]

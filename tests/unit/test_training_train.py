@@ -133,6 +133,16 @@ def test_iris_end_to_end_in_a_subprocess(iris: tuple[Path, dict[str, Any]]) -> N
     assert metadata["trainingRun"] == {"namespace": "ns", "name": "run", "uid": "uid-1", "generation": 2}
     assert metadata["metrics"] == result["metrics"] and metadata["modelSha256"] == model["sha256"]
     assert {"sklearnVersion", "createdAt"} <= metadata.keys()
+    # The model's own predictions on the 30 held-out rows: the reference for prediction drift.
+    ref = metadata["referencePredictions"]
+    assert ref["rows"] == 30 and ref["accuracy"] == metadata["metrics"]["accuracy"]
+    assert set(ref["classes"]) <= {"0", "1", "2"} and sum(ref["classes"].values()) == pytest.approx(1.0)
+    assert ref["scoreKind"] == "maxProbability"  # three classes: the largest probability
+    assert sum(ref["scores"]["fractions"]) == pytest.approx(1.0)
+    assert 1 / 3 <= ref["scores"]["binEdges"][0] <= ref["scores"]["binEdges"][-1] <= 1.0
+    from mlkube_serving.artifacts import ModelMetadata
+
+    assert ModelMetadata.model_validate(metadata).reference_predictions is not None  # the server reads it
     loaded = joblib.load(path)
     rows = pd.DataFrame([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], columns=metadata["featureNames"])
     assert loaded.predict(rows).tolist() == [0, 2]
@@ -166,6 +176,9 @@ def test_regression_metrics(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert 0.3 < result["metrics"]["r2"] < 1 and result["metrics"]["rmse"] > result["metrics"]["mae"] > 0
     metadata = json.loads(Path(result["model"]["metadataUri"].removeprefix("file://")).read_text())
     assert metadata["classes"] is None and metadata["task"] == "regression"
+    ref = metadata["referencePredictions"]
+    assert ref["scoreKind"] == "prediction" and "classes" not in ref and "accuracy" not in ref
+    assert ref["rows"] == result["rows"]["test"] and len(ref["scores"]["binEdges"]) == 11
     spec = {
         "estimator": {"className": "sklearn.linear_model.Ridge"},
         "qualityGate": {"metric": "rmse", "maximum": 1},

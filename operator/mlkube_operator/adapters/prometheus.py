@@ -62,6 +62,11 @@ SERIES = (
     Series("feedback", "mlkube_feedback_total", ("outcome",), counter=True),
     Series("feature_reference", "mlkube_feature_reference_ratio", ("feature", "bin"), counter=False),
     Series("prediction_reference", "mlkube_prediction_reference_ratio", ("bin",), counter=False),
+    Series("prediction_scores", "mlkube_prediction_score_bin_total", ("bin",), counter=True),
+    Series("prediction_score_reference", "mlkube_prediction_score_reference_ratio", ("bin",), counter=False),
+    Series("feature_reference_rows", "mlkube_feature_reference_rows", ("feature",), counter=False),
+    Series("prediction_reference_rows", "mlkube_prediction_reference_rows", (), counter=False),
+    Series("reference_accuracy", "mlkube_reference_accuracy", (), counter=False),
 )
 
 
@@ -110,6 +115,9 @@ def counts_from_results(results: Mapping[str, Sequence[JSON]], sha256: str) -> C
         "prediction_bins": c.predictions,  # regressors count predictions on bins
         "feedback": c.feedback,
         "prediction_reference": c.prediction_reference,
+        "prediction_scores": c.prediction_scores,
+        "prediction_score_reference": c.prediction_score_reference,
+        "feature_reference_rows": c.feature_reference_rows,
     }
     nested = {
         "feature_bins": c.feature_bins,
@@ -118,7 +126,11 @@ def counts_from_results(results: Mapping[str, Sequence[JSON]], sha256: str) -> C
     }
     for s in SERIES:
         for key, value in _samples(results.get(s.key, ()), s.labels):
-            if s.key == "latency":
+            if s.key == "prediction_reference_rows":
+                c.prediction_reference_rows = value
+            elif s.key == "reference_accuracy":
+                c.reference_accuracy = value
+            elif s.key == "latency":
                 le = float(key[0])  # "+Inf" -> math.inf, as in parse_metrics
                 c.latency[le] = c.latency.get(le, 0.0) + value
             elif s.key in flat:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 _MODEL_ROUTE_PREFIXES = ("/v1/models/", "/v2/models/")
@@ -41,7 +42,17 @@ class Counts:
     feature_reference: dict[str, dict[str, float]] = field(default_factory=dict)
     """Feature -> bin or level -> reference fraction (a constant gauge)."""
     prediction_reference: dict[str, float] = field(default_factory=dict)
-    """Class label or prediction bin -> reference fraction (a constant gauge)."""
+    """Class label or prediction bin -> the model's own predictions on its held-out rows (a gauge)."""
+    prediction_scores: dict[str, float] = field(default_factory=dict)
+    """Classifier score (predict_proba) bin -> count."""
+    prediction_score_reference: dict[str, float] = field(default_factory=dict)
+    """Score bin -> fraction of the held-out rows' scores (a constant gauge)."""
+    feature_reference_rows: dict[str, float] = field(default_factory=dict)
+    """Feature -> non-missing rows the reference fractions were measured on."""
+    prediction_reference_rows: float | None = None
+    """Held-out rows behind the prediction references and the reference accuracy."""
+    reference_accuracy: float | None = None
+    """The model's accuracy on its held-out rows."""
     model_sha256: str | None = None
     ready: bool | None = None
     start_time: float | None = None
@@ -54,8 +65,13 @@ def _add(target: dict[str, float], key: str, value: float) -> None:
 
 def parse_metrics(text: str) -> Counts:
     """Counts from a model server's ``/metrics`` (Prometheus text format)."""
+    return counts_from_families(text_string_to_metric_families(text))
+
+
+def counts_from_families(families: Iterable[Metric]) -> Counts:
+    """Counts from metric families (parsed text, or a registry's ``collect()`` in benchmarks)."""
     c = Counts()
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
             name, labels, value = s.name, s.labels, float(s.value)
             if name == "mlkube_requests_total":
@@ -79,6 +95,16 @@ def parse_metrics(text: str) -> Counts:
                 c.feature_reference.setdefault(labels["feature"], {})[labels["bin"]] = value
             elif name == "mlkube_prediction_reference_ratio":
                 c.prediction_reference[labels["bin"]] = value
+            elif name == "mlkube_prediction_score_bin_total":
+                _add(c.prediction_scores, labels["bin"], value)
+            elif name == "mlkube_prediction_score_reference_ratio":
+                c.prediction_score_reference[labels["bin"]] = value
+            elif name == "mlkube_feature_reference_rows":
+                c.feature_reference_rows[labels["feature"]] = value
+            elif name == "mlkube_prediction_reference_rows":
+                c.prediction_reference_rows = value
+            elif name == "mlkube_reference_accuracy":
+                c.reference_accuracy = value
             elif name == "mlkube_model_info":
                 c.model_sha256 = labels.get("sha256")
             elif name == "mlkube_model_ready":
@@ -89,7 +115,7 @@ def parse_metrics(text: str) -> Counts:
 
 
 # The cumulative fields; references, identity and readiness are state, not counts.
-_FLAT = ("requests", "predictions", "feedback")
+_FLAT = ("requests", "predictions", "prediction_scores", "feedback")
 
 
 def _all_series(c: Counts) -> Iterable[tuple[tuple[str, ...], float]]:
@@ -132,6 +158,11 @@ def delta(new: Counts, old: Counts) -> Counts:
         feedback=_minus(new.feedback, old.feedback),
         feature_reference=new.feature_reference,
         prediction_reference=new.prediction_reference,
+        prediction_scores=_minus(new.prediction_scores, old.prediction_scores),
+        prediction_score_reference=new.prediction_score_reference,
+        feature_reference_rows=new.feature_reference_rows,
+        prediction_reference_rows=new.prediction_reference_rows,
+        reference_accuracy=new.reference_accuracy,
         model_sha256=new.model_sha256,
         ready=new.ready,
         start_time=new.start_time,
@@ -159,11 +190,19 @@ def total(counts: Iterable[Counts]) -> Counts:
         for feature, bins in c.feature_bins.items():
             _sum_into(out.feature_bins.setdefault(feature, {}), bins)
         _sum_into(out.predictions, c.predictions)
+        _sum_into(out.prediction_scores, c.prediction_scores)
         _sum_into(out.feedback, c.feedback)
         if not out.feature_reference and c.feature_reference:
             out.feature_reference = {f: dict(r) for f, r in c.feature_reference.items()}
+            out.feature_reference_rows = dict(c.feature_reference_rows)
         if not out.prediction_reference and c.prediction_reference:
             out.prediction_reference = dict(c.prediction_reference)
+        if not out.prediction_score_reference and c.prediction_score_reference:
+            out.prediction_score_reference = dict(c.prediction_score_reference)
+        if out.prediction_reference_rows is None:
+            out.prediction_reference_rows = c.prediction_reference_rows
+        if out.reference_accuracy is None:
+            out.reference_accuracy = c.reference_accuracy
         if out.model_sha256 is None:
             out.model_sha256 = c.model_sha256
         if c.ready is not None:
@@ -172,4 +211,4 @@ def total(counts: Iterable[Counts]) -> Counts:
     return out
 
 
-__all__ = ["Counts", "delta", "is_model_route", "parse_metrics", "total"]
+__all__ = ["Counts", "counts_from_families", "delta", "is_model_route", "parse_metrics", "total"]

@@ -85,16 +85,85 @@ class MetricsSource(ApiModel):
         return self
 
 
-class Thresholds(ApiModel):
-    """Bounds beyond which the deployment is Degraded; an unset bound is not checked."""
+class ErrorRateCheck(ApiModel):
+    """The share of 5xx responses, tested one-sided against ``max``."""
 
-    max_error_rate: float | None = Field(default=0.05, ge=0.0, le=1.0, description="5xx share of requests.")
-    max_latency_p99_ms: float | None = Field(default=500.0, gt=0.0, description="p99 request latency, ms.")
-    max_input_drift_psi: float | None = Field(default=0.25, gt=0.0, description="Largest per-feature PSI.")
-    max_prediction_drift_psi: float | None = Field(default=0.25, gt=0.0, description="PSI of predictions.")
-    min_accuracy: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Accuracy from feedback labels."
+    enabled: bool = Field(default=True, description="Whether this check runs (false turns it off).")
+    max: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="Tolerated 5xx share; Degraded when significantly above it."
     )
+
+
+class LatencyCheck(ApiModel):
+    """The p99 request latency: Degraded when significantly more than 1 % of requests are slower."""
+
+    enabled: bool = Field(default=True, description="Whether this check runs (false turns it off).")
+    max_p99_ms: float = Field(default=500.0, gt=0.0, le=600000.0, description="Tolerated p99 latency, ms.")
+
+
+class DriftCheck(ApiModel):
+    """A binned distribution (inputs per feature, or predictions) against its reference."""
+
+    enabled: bool = Field(default=True, description="Whether this check runs (false turns it off).")
+    min_effect_size: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Smallest drift acted on, as total variation distance: the share of rows that moved "
+        "between bins or levels (a 0.25-sd mean shift is about 0.1). Significant smaller shifts are reported only.",
+    )
+
+
+class AccuracyCheck(ApiModel):
+    """Fed-back accuracy against the model's own held-out accuracy (the TrainingRun's test split)."""
+
+    enabled: bool = Field(default=True, description="Whether this check runs (false turns it off).")
+    max_drop: float = Field(
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Tolerated drop below the held-out accuracy; Degraded when the drop is significantly larger.",
+    )
+    min_labels: int = Field(
+        default=50,
+        ge=1,
+        le=1000000,
+        description="Fewest labelled predictions in the window to test accuracy.",
+    )
+
+
+class Thresholds(ApiModel):
+    """What the analysis checks, every default spelt out (``kubectl get -o yaml`` shows them all).
+
+    Each check is a statistical test sized to the window; together they share the
+    false-alarm budget ``alpha`` (Holm correction). A check is turned off with
+    ``enabled: false``, never with null (a client-side ``kubectl apply`` drops nulls).
+    """
+
+    alpha: float = Field(
+        default=0.001,
+        gt=0.0,
+        lt=1.0,
+        description="False-alarm budget of one analysis: the chance that a window without any change is "
+        "judged Degraded, shared by all checks (Holm).",
+    )
+    min_expected_count: float = Field(
+        default=5.0,
+        ge=1.0,
+        le=1000.0,
+        description="Fewest expected rows per bin; sparser bins and levels are folded into their neighbours.",
+    )
+    error_rate: ErrorRateCheck = Field(default_factory=ErrorRateCheck)
+    latency: LatencyCheck = Field(default_factory=LatencyCheck)
+    input_drift: DriftCheck = Field(
+        default_factory=DriftCheck, description="Each input feature against the Dataset's reference profile."
+    )
+    prediction_drift: DriftCheck = Field(
+        default_factory=DriftCheck,
+        description="Predicted classes, scores (predict_proba) or values against the model's own predictions "
+        "on its held-out rows.",
+    )
+    accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
 
 
 class Monitoring(ApiModel):
@@ -102,7 +171,9 @@ class Monitoring(ApiModel):
     source: MetricsSource = Field(default_factory=MetricsSource)
     interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often the analysis runs.")
     window_seconds: int = Field(default=300, ge=10, le=86400, description="Look-back window of the analysis.")
-    min_samples: int = Field(default=100, ge=1, description="Fewest requests before a verdict is given.")
+    min_samples: int = Field(
+        default=200, ge=1, description="Fewest requests in the window before a verdict is given."
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
@@ -172,14 +243,40 @@ class Verdict(StrEnum):
     INSUFFICIENT_DATA = "InsufficientData"
 
 
+class DriftTest(StatusModel):
+    """One binned distribution tested against its reference (a feature, or the predictions)."""
+
+    name: str = Field(description="Feature name, or predictions / predictionScores.")
+    rows: int
+    bins: int = Field(description="Bins (levels) after folding sparse ones.")
+    p_value: float = Field(description="Smaller of chi-square and (ordered bins) rank-sum p, doubled.")
+    effect: float = Field(description="Total variation distance: share of rows that moved between bins.")
+    psi: float = Field(description="PSI on the folded bins, for humans.")
+    cramers_v: float
+    significant: bool = Field(description="Rejected after the Holm correction.")
+
+
 class AnalysisValues(StatusModel):
     samples: int | None = None
     error_rate: float | None = None
+    error_rate_p_value: float | None = None
     latency_p99_ms: float | None = None
-    input_drift_psi: float | None = None
+    latency_p_value: float | None = None
+    input_drift_psi: float | None = Field(
+        default=None, description="PSI of the feature with the largest effect."
+    )
     input_drift_feature: str | None = None
+    input_drift: list[DriftTest] = Field(
+        default_factory=list, description="The most drifted features (at most 5), by p-value."
+    )
     prediction_drift_psi: float | None = None
+    prediction_drift: list[DriftTest] = Field(default_factory=list)
     accuracy: float | None = None
+    labels: int | None = Field(default=None, description="Fed-back labels counted in the window.")
+    reference_accuracy: float | None = Field(default=None, description="The model's held-out accuracy.")
+    accuracy_p_value: float | None = None
+    alpha: float | None = None
+    tests: int | None = Field(default=None, description="Tests the Holm correction was applied over.")
 
 
 class Analysis(StatusModel):
@@ -187,7 +284,11 @@ class Analysis(StatusModel):
     verdict: Verdict
     values: AnalysisValues = Field(default_factory=AnalysisValues)
     reasons: list[str] = Field(
-        default_factory=list, description="Which thresholds were crossed, with values."
+        default_factory=list,
+        description="Why the verdict: the checks that failed with their values and p-values, or why there is none.",
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="Checks not decided in this window, and why."
     )
 
 

@@ -1,14 +1,18 @@
 """The reference profile: what the training data looked like, for drift detection later.
 
 The model server bins live traffic on exactly these edges and compares fractions
-(PSI, chi-square), so the profile is computed from the canonical data (what the
-model is trained on), not from the raw source, and is deterministic: the same bytes
-give the same profile.json. Quantile bins (not equal-width) keep every bin populated
-on skewed features, which makes PSI meaningful. The edges are empirical quantiles
-(inverted CDF), i.e. observed values, so a discrete feature is cut at its own values
-rather than between them; when quantiles coincide (few distinct values) duplicate
-edges are removed, so a feature may have fewer bins than asked for, and a constant
-feature has the single bin [v, v].
+(chi-square and rank tests, PSI for humans), so the profile is computed from the
+canonical data (what the model is trained on), not from the raw source, and is
+deterministic: the same bytes give the same profile.json. Quantile bins (not
+equal-width) keep every bin populated on skewed features. The inner edges lie
+halfway between two distinct observed values (the empirical quantile and the
+largest value below it), never on a value: a rounded or discrete feature (iris'
+petal width in steps of 0.1 cm, counts) would otherwise have a bin edge exactly on a
+tied value, and measurement noise of a few hundredths would move half of that value's
+rows across the edge and look like drift. The outer edges are the observed minimum
+and maximum. When quantiles coincide (few distinct values) duplicate edges are
+removed, so a feature may have fewer bins than asked for, and a constant feature has
+the single bin [v, v].
 
 Task inference lives here too because the training Job must reach the same answer
 from the same bytes: a target that is not numeric, or whose values are all integral
@@ -60,7 +64,7 @@ def numeric_profile(series: pd.Series, bins: int) -> dict[str, Any]:
             "std": None,
             "missing": missing,
         }
-    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
+    edges = quantile_edges(values, bins)
     if len(edges) == 1:
         edges = np.array([edges[0], edges[0]])
     fractions = bin_fractions(values, edges)
@@ -72,6 +76,17 @@ def numeric_profile(series: pd.Series, bins: int) -> dict[str, Any]:
         "std": float(values.std(ddof=0)),
         "missing": missing,
     }
+
+
+def quantile_edges(values: np.ndarray[Any, Any], bins: int) -> np.ndarray[Any, Any]:
+    """Quantile bin edges whose inner edges sit between distinct values (see the module docstring)."""
+    quantiles = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
+    if len(quantiles) <= 2:
+        return quantiles
+    distinct = np.unique(values)
+    inner = quantiles[1:-1]
+    below = distinct[np.searchsorted(distinct, inner, side="left") - 1]
+    return np.concatenate([quantiles[:1], (below + inner) / 2.0, quantiles[-1:]])
 
 
 def bin_fractions(values: np.ndarray[Any, Any], edges: np.ndarray[Any, Any]) -> list[float]:

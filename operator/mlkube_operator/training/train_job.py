@@ -33,6 +33,7 @@ from .estimators import InvalidParameterError, build_estimator, check_task, json
 from .metrics import evaluate, gate_failure, plan_metrics
 from .pipeline import build_pipeline, model_input
 from .profiling import class_labels, infer_task
+from .reference import reference_predictions
 from .sources import parse_csv
 
 _MAX_WARNINGS = 5
@@ -158,6 +159,7 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
             "uid": req.uid,
             "generation": req.generation,
         },
+        "referencePredictions": reference_predictions(model, x_test, y_test, task),
         "createdAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     atomic_write_bytes(directory / METADATA_FILE, (json.dumps(metadata, indent=1) + "\n").encode("utf-8"))

@@ -89,6 +89,44 @@ def test_model_deployment_serves_and_rolls_new_models(
     )
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
 
+    # Hand edits of fields the operator manages are put back by the next reconcile
+    # (server-side apply, docs/operator.md#children-server-side-apply); a label of its own stays.
+    kubectl(
+        kc,
+        "-n",
+        namespace,
+        "label",
+        "deployment",
+        "iris-predictor",
+        f"{C.LABEL_COMPONENT}=hacked",
+        "team=a",
+        "--overwrite",
+    )
+    kubectl(
+        kc,
+        "-n",
+        namespace,
+        "patch",
+        "service",
+        "iris",
+        "--type=merge",
+        "-p",
+        '{"spec":{"ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":9}]}}',
+    )
+
+    def put_back() -> bool:
+        dep = json.loads(kubectl(kc, "-n", namespace, "get", "deployment", "iris-predictor", "-o", "json"))
+        svc = json.loads(kubectl(kc, "-n", namespace, "get", "service", "iris", "-o", "json"))
+        return (
+            dep["metadata"]["labels"][C.LABEL_COMPONENT] == C.COMPONENT_PREDICTOR
+            and svc["spec"]["ports"][0]["targetPort"] == C.SERVING_PORT_NAME
+        )
+
+    wait_for(put_back, 75, "the operator to put the hand-edited fields back")
+    restored = json.loads(kubectl(kc, "-n", namespace, "get", "deployment", "iris-predictor", "-o", "json"))
+    assert restored["metadata"]["labels"]["team"] == "a"
+    assert restored["metadata"]["generation"] == deployment["metadata"]["generation"], "no rollout"
+
     # A new generation of the TrainingRun gives a new model; the deployment rolls to it.
     kubectl(
         kc,

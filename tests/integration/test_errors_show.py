@@ -154,3 +154,52 @@ def test_forbidden_call_shows_in_status_and_clears_when_rbac_is_restored(
     batch = kubernetes.client.BatchV1Api(api)
     assert batch.read_namespaced_job("iris-profile-1", namespace).metadata.name == "iris-profile-1"
     assert C.REASON_RECONCILE_SUCCEEDED in event_reasons(kc, namespace, "Dataset")
+
+
+def test_rejected_child_shows_in_status_and_clears_after_the_fix(
+    dev_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    """A 422 for a child (here the artifact PVC, from a misconfigured storage class) is shown
+    as Rejected, naming the call and the API server's answer; fixing the configuration and
+    restarting the operator clears it."""
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    kopf = str(Path(sys.executable).with_name("kopf"))
+    argv = [kopf, "run", "-m", "mlkube_operator.handlers", f"--namespace={namespace}", "--standalone"]
+    proc = OperatorProcess(kc, tmp_path, env={"MLKUBE_ARTIFACT_STORAGE_CLASS": "Fast_SSD"}, argv=argv)
+    proc.start()
+    try:
+        dataset = {
+            "apiVersion": C.API_VERSION,
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        }
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+
+        def failing() -> dict[str, Any] | None:
+            cond = condition(get_cr(api, "datasets", namespace, "iris"), C.RECONCILED)
+            return cond if cond and cond["status"] == "False" else None
+
+        cond = wait_for(failing, 90, "Reconciled=False on the Dataset", interval=0.5)
+        assert cond["reason"] == C.REASON_REJECTED, cond
+        assert cond["message"].startswith(
+            f"apply persistentvolumeclaims {namespace}/mlkube-artifacts: HTTP 422: "
+        ), cond
+        assert "storageClassName" in cond["message"] and "Fast_SSD" in cond["message"], cond
+        assert C.REASON_REJECTED in event_reasons(kc, namespace, "Dataset")
+        batch = kubernetes.client.BatchV1Api(api)
+        assert batch.list_namespaced_job(namespace).items == [], "no Job without its artifact store"
+
+        proc.stop()
+        proc.extra_env = {}
+        proc.start()
+
+        def cleared() -> dict[str, Any] | None:
+            obj = get_cr(api, "datasets", namespace, "iris")
+            done = condition(obj, C.RECONCILED)
+            return obj if done and done["status"] == "True" else None
+
+        wait_for(cleared, 90, "Reconciled=True after the fix", interval=1)
+        assert batch.read_namespaced_job("iris-profile-1", namespace).metadata.name == "iris-profile-1"
+    finally:
+        proc.stop()

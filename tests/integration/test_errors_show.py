@@ -8,6 +8,7 @@ watches only this test's namespace, so it does not meet the session's operator.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -70,17 +71,17 @@ def service_account_kubeconfig(dev_cluster: Any, namespace: str, path: Path) -> 
     return str(path)
 
 
-@pytest.fixture
-def restricted_operator(
-    dev_cluster: Any, namespace: str, tmp_path: Path
+@contextlib.contextmanager
+def restricted(
+    dev_cluster: Any, namespace: str, tmp_path: Path, group: str, resource: str, verb: str
 ) -> Iterator[tuple[OperatorProcess, str]]:
-    """The operator as the ServiceAccount, its ClusterRole lacking `create` on Jobs; yields (process, role)."""
+    """The operator as the ServiceAccount, its ClusterRole lacking `verb` on `resource`; yields (process, role)."""
     rbac = kubernetes.client.RbacAuthorizationV1Api(dev_cluster.api_client)
     core = kubernetes.client.CoreV1Api(dev_cluster.api_client)
     role = f"mlkube-operator-{namespace}"
     core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
     rbac.create_cluster_role(
-        {"metadata": {"name": role}, "rules": without(project_rules(), "batch", "jobs", "create")}
+        {"metadata": {"name": role}, "rules": without(project_rules(), group, resource, verb)}
     )
     rbac.create_cluster_role_binding(
         {
@@ -100,6 +101,15 @@ def restricted_operator(
         proc.stop()
         rbac.delete_cluster_role_binding(role)
         rbac.delete_cluster_role(role)
+
+
+@pytest.fixture
+def restricted_operator(
+    dev_cluster: Any, namespace: str, tmp_path: Path
+) -> Iterator[tuple[OperatorProcess, str]]:
+    """The operator lacking `create` on Jobs."""
+    with restricted(dev_cluster, namespace, tmp_path, "batch", "jobs", "create") as out:
+        yield out
 
 
 def test_forbidden_call_shows_in_status_and_clears_when_rbac_is_restored(
@@ -203,3 +213,37 @@ def test_rejected_child_shows_in_status_and_clears_after_the_fix(
         assert batch.read_namespaced_job("iris-profile-1", namespace).metadata.name == "iris-profile-1"
     finally:
         proc.stop()
+
+
+def test_a_watch_that_lost_its_permission_resumes_when_it_is_granted_again(
+    dev_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    """kopf would give up a watch after its request backoffs (9 attempts, about a minute) and
+    never watch that kind again; the operator's backoffs never run out, so the watch of
+    Datasets keeps retrying, logged each time, and resumes once `list` is granted again."""
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    with restricted(dev_cluster, namespace, tmp_path, "mlkube.io", "datasets", "list") as (proc, role):
+        dataset = {
+            "apiVersion": C.API_VERSION,
+            "kind": "Dataset",
+            "metadata": {"name": "iris"},
+            "spec": {"source": {"builtin": "iris"}, "target": "target"},
+        }
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+        wait_for(
+            lambda: "Request attempt #10 failed; will retry: GET" in proc.logs() or None,
+            180,
+            "the Dataset watch to retry beyond kopf's default nine attempts",
+            interval=1,
+        )
+        assert "datasets" in proc.logs() and "APIForbiddenError" in proc.logs()
+        obj = get_cr(api, "datasets", namespace, "iris")
+        assert obj is not None and not (obj.get("status") or {}).get("conditions"), "not seen yet"
+
+        kubernetes.client.RbacAuthorizationV1Api(api).patch_cluster_role(role, {"rules": project_rules()})
+
+        def reconciled() -> dict[str, Any] | None:
+            cond = condition(get_cr(api, "datasets", namespace, "iris"), C.READY)
+            return cond if cond and cond["reason"] in (C.REASON_PROFILING, C.REASON_PROFILED) else None
+
+        wait_for(reconciled, 90, "the operator to see and reconcile the Dataset", interval=1)

@@ -111,6 +111,8 @@ def _record(plural: str, obj: JSON, loop: str, failure: Failure, logger: kopf.Lo
         return
     try:
         runtime().kube.patch_status(plural, obj, status)
+    except Conflict:
+        return  # a newer version of the object is being reconciled: it records the failure, once
     except (ApiError, TemporaryFailure) as err:  # e.g. no RBAC for status either: the Event and log remain
         logger.warning("Cannot record the failure in status: %s", err)
     post_event(obj, Event("Warning", shown[0], shown[1]))

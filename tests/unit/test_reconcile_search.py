@@ -198,7 +198,8 @@ class TestPlanner:
         assert args[args.index("--dataset-hash") + 1] == HASH and args[args.index("--target") + 1] == "target"
         summary = plan.status["search"]
         assert (summary["trials"], summary["succeeded"], summary["failed"]) == (6, 4, 2)
-        assert summary["bestParams"] == {"max_depth": 2, "n_estimators": 20} and summary["bestScore"] == 0.95
+        assert json.loads(summary["bestParams"]) == {"max_depth": 2, "n_estimators": 20}
+        assert summary["bestScore"] == 0.95
         assert [t["index"] for t in summary["top"]] == [1, 2, 3, 0]
         assert [f["index"] for f in summary["failures"]] == [4, 5]
         assert summary["trialsUri"].endswith("/models/ns/iris-rf/uid-tr/1/search/trials.json")

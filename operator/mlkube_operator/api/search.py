@@ -245,10 +245,15 @@ def natural_direction(metric: Metric) -> Direction:
     return Direction.MINIMIZE if metric in LOWER_IS_BETTER else Direction.MAXIMIZE
 
 
+# Parameters in status are JSON text: a status patch is a JSON merge patch, which
+# would drop every null value (max_depth: null) from an object.
+PARAMS_DESCRIPTION = "The parameters as a JSON object in a string, so that null values survive."
+
+
 class TrialSummary(StatusModel):
     index: int
     score: float
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: str = Field(default="{}", description=PARAMS_DESCRIPTION)
 
 
 class TrialFailure(StatusModel):
@@ -268,7 +273,7 @@ class SearchStatus(StatusModel):
     direction: str | None = None
     best_index: int | None = None
     best_score: float | None = None
-    best_params: dict[str, Any] | None = None
+    best_params: str | None = Field(default=None, description=PARAMS_DESCRIPTION)
     top: list[TrialSummary] | None = Field(default=None, description="The best few trials, best first.")
     failures: list[TrialFailure] | None = Field(default=None, description="The first few failed trials.")
     trials_uri: str | None = None

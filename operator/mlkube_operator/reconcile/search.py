@@ -22,6 +22,7 @@ the Job's pods, and a restarted operator makes the same choice.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,12 +226,12 @@ def summarize(view: SearchView, search: Search, job_name: str, where: JSON | Non
         direction=direction.value,
     )
     if best:
-        status.best_index, status.best_score, status.best_params = (
-            best[0].index,
-            best[0].score,
-            best[0].params,
-        )
-        status.top = [TrialSummary(index=r.index, score=r.score or 0.0, params=r.params) for r in best[:TOP]]
+        status.best_index, status.best_score = best[0].index, best[0].score
+        status.best_params = params_text(best[0].params)
+        status.top = [
+            TrialSummary(index=r.index, score=r.score or 0.0, params=params_text(r.params))
+            for r in best[:TOP]
+        ]
     if failures:
         status.failures = [
             TrialFailure(index=r.index, reason=r.reason or "Error", message=_cut(r.message or ""))
@@ -244,6 +245,10 @@ def summarize(view: SearchView, search: Search, job_name: str, where: JSON | Non
 def trial_table_uris(namespace: str, name: str, uid: str, generation: int) -> JSON:
     base = search_dir(namespace, name, uid, generation)
     return {"json": artifacts.uri(base / TRIALS_JSON), "csv": artifacts.uri(base / TRIALS_CSV)}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
 def describe(params: dict[str, Any]) -> str:

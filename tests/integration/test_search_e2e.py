@@ -35,9 +35,9 @@ def test_search_example_with_a_failing_trial(dev_cluster: Any, namespace: str, m
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples" / "iris" / "dataset.yaml"))
     run = yaml.safe_load((ROOT / "examples" / "search" / "trainingrun.yaml").read_text())
-    # Three trials: null and 3 are fine, -1 is refused by scikit-learn (this trial only).
+    # Three trials: 2 and null are fine, -1 is refused by scikit-learn (this trial only).
     run["spec"]["search"]["space"] = {
-        "max_depth": {"values": [None, 3, -1]},
+        "max_depth": {"values": [2, None, -1]},
         "min_samples_leaf": {"values": [1]},
     }
     apply(kc, namespace, run)
@@ -59,7 +59,7 @@ def test_search_example_with_a_failing_trial(dev_cluster: Any, namespace: str, m
     )
     best = json.loads(search["bestParams"])  # JSON text: a null survives the status patch
     assert search["bestIndex"] in (0, 1) and best == {
-        "max_depth": [None, 3][search["bestIndex"]],
+        "max_depth": [2, None][search["bestIndex"]],
         "min_samples_leaf": 1,
     }
     assert sorted(t["index"] for t in search["top"]) == [0, 1]

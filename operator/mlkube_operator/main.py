@@ -48,6 +48,8 @@ from .settings import Settings
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .adapters.leader import LeaseElector
+
 log = logging.getLogger("mlkube_operator.main")
 
 LOST_LEASE_EXIT = 75  # EX_TEMPFAIL: the container restarts as a standby
@@ -166,6 +168,24 @@ def _watchdog(state: State, renew_deadline: float, stopped: threading.Event) -> 
             _lost(f"not renewed for {renew_deadline:g}s")
 
 
+def _renew(elector: LeaseElector, state: State, settings: Settings, stopped: threading.Event) -> None:
+    """The leader's renewals, on their own thread: a busy event loop never delays them."""
+    deadline = settings.leader_renew_deadline_seconds
+    while not stopped.wait(settings.leader_retry_period_seconds):
+        result = elector.try_acquire_or_renew()
+        if stopped.is_set():
+            return
+        now = time.monotonic()
+        if result.reached:
+            state.last_contact = now
+        if result.leader:
+            state.last_renew = now
+        elif result.reached and result.holder and result.holder != state.identity:
+            _lost(f"{result.holder} holds it")
+        elif now - state.last_renew > deadline:
+            _lost(f"not renewed for {deadline:g}s")
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
@@ -173,8 +193,6 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 async def _run_kopf(settings: Settings, stop_flag: asyncio.Event) -> None:
     import kopf
-
-    from . import handlers  # noqa: F401  (registers the handlers)
 
     await kopf.operator(
         standalone=True,
@@ -185,6 +203,9 @@ async def _run_kopf(settings: Settings, stop_flag: asyncio.Event) -> None:
 
 
 async def run(settings: Settings, identity: str | None = None) -> int:
+    # Import (and so register) the handlers before leading: an import is seconds of blocked
+    # event loop on a busy node, and a new leader must renew on time from its first second.
+    from . import handlers  # noqa: F401
     from .adapters import client
     from .adapters.leader import LeaseElector
 
@@ -236,30 +257,17 @@ async def run(settings: Settings, identity: str | None = None) -> int:
     obs.set_leader(True)
     log.info("Leading: starting the handlers")
     stopped = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(elector, state, settings, stopped), name="lease-renew", daemon=True
+    )
+    renewer.start()
     threading.Thread(
         target=_watchdog, args=(state, settings.leader_renew_deadline_seconds, stopped), daemon=True
     ).start()
     kopf_stop = asyncio.Event()
     kopf_task = asyncio.create_task(_run_kopf(settings, kopf_stop))
     stop_task = asyncio.create_task(stop.wait())
-    while True:
-        await asyncio.wait(
-            {kopf_task, stop_task},
-            timeout=settings.leader_retry_period_seconds,
-            return_when="FIRST_COMPLETED",
-        )
-        if kopf_task.done() or stop.is_set():
-            break
-        result = await loop.run_in_executor(executor, elector.try_acquire_or_renew)
-        now = time.monotonic()
-        if result.reached:
-            state.last_contact = now
-        if result.leader:
-            state.last_renew = now
-        elif result.reached and result.holder and result.holder != me:
-            _lost(f"{result.holder} holds it")
-        elif now - state.last_renew > settings.leader_renew_deadline_seconds:
-            _lost(f"not renewed for {settings.leader_renew_deadline_seconds:g}s")
+    await asyncio.wait({kopf_task, stop_task}, return_when="FIRST_COMPLETED")
 
     # Stopping (SIGTERM) or kopf ended: stop acting first, then hand the Lease over.
     kopf_stop.set()
@@ -273,6 +281,7 @@ async def run(settings: Settings, identity: str | None = None) -> int:
     state.leader = False
     obs.set_leader(False)
     stopped.set()
+    await loop.run_in_executor(executor, renewer.join, 30)
     await loop.run_in_executor(executor, elector.release)
     executor.shutdown(wait=False)
     await runner.cleanup()

@@ -47,6 +47,7 @@ from ..api.validation import InvalidSpecError, parse_model
 from ..errors import PermanentFailure, TemporaryFailure
 from ..reconcile.modeldeployment import Judgement
 from ..reconcile.monitoring import analysis_due, judged_window_start, unsupported_source
+from . import resync
 from .lifecycle import runtime
 from .outcome import FAILURES, MONITORING, guard
 from .serving import reconcile_model_deployment
@@ -194,7 +195,7 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
         )
 
 
-@kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=5, initial_delay=5)
+@resync.timer(MODEL_DEPLOYMENTS, interval=5)
 def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     obj = dict(body)
     retry = int(kwargs.get("retry") or 0)

@@ -27,6 +27,7 @@ from ..reconcile.modeldeployment import (
     plan_model_deployment,
     predictor_name,
 )
+from . import resync
 from .lifecycle import post_event, runtime
 from .outcome import FAILURES, SERVING, guard, guard_each, retry_later, write_status
 
@@ -121,7 +122,7 @@ def model_deployment_event(type: str, body: kopf.Body, logger: kopf.Logger, **_:
     _serve(dict(body), logger)
 
 
-@kopf.timer(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS, interval=30, initial_delay=5)
+@resync.timer(MODEL_DEPLOYMENTS, interval=30)
 def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     _serve(dict(body), logger, int(kwargs.get("retry") or 0))
 

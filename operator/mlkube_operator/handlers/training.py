@@ -21,6 +21,7 @@ from ..reconcile.plan import Plan
 from ..reconcile.search import SearchView, search_job_name, view_search
 from ..reconcile.trainingrun import is_settled as run_settled
 from ..reconcile.trainingrun import plan_training_run, training_job_name
+from . import resync
 from .lifecycle import post_event, runtime
 from .outcome import FAILURES, guard, guard_each, retry_later, write_status
 
@@ -116,14 +117,15 @@ def training_run_event(type: str, body: kopf.Body, logger: kopf.Logger, **_: Any
     guard(TRAINING_RUNS, obj, lambda: reconcile_training_run(obj, logger), logger)
 
 
-@kopf.timer(C.GROUP, C.VERSION, DATASETS, interval=30, initial_delay=5)
+@resync.timer(DATASETS, interval=30, when=resync.dataset_in_flight)
 def dataset_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     retry = int(kwargs.get("retry") or 0)
     obj = dict(body)
     guard(DATASETS, obj, lambda: reconcile_dataset(obj, logger), logger, retry=retry)
 
 
-@kopf.timer(C.GROUP, C.VERSION, TRAINING_RUNS, interval=30, initial_delay=5)
+@resync.timer(TRAINING_RUNS, interval=30, when=resync.run_in_flight)
+@resync.timer(TRAINING_RUNS, interval=300, when=resync.run_waiting)
 def training_run_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     retry = int(kwargs.get("retry") or 0)
     obj = dict(body)

@@ -136,14 +136,14 @@ def test_forbidden_call_shows_in_status_and_clears_when_rbac_is_restored(
     assert C.REASON_FORBIDDEN in event_reasons(kc, namespace, "Dataset")
     assert proc.proc is not None and proc.proc.poll() is None, "the operator keeps running"
 
-    # The resync timer hits the same 403 and is retried (kopf's TemporaryError), not stopped.
+    # The resync hits the same 403 and is retried (kopf's TemporaryError), not stopped.
     wait_for(
-        lambda: "Timer 'dataset_resync' failed temporarily" in proc.logs() or None,
+        lambda: "Resync 'dataset_resync' failed temporarily" in proc.logs() or None,
         60,
         "the resync timer to fail and be retried",
         interval=0.5,
     )
-    assert "Timer 'dataset_resync' failed permanently" not in proc.logs()
+    assert "failed permanently" not in proc.logs()
     still = condition(get_cr(api, "datasets", namespace, "iris"), C.RECONCILED)
     assert still is not None and (still["status"], still["reason"]) == ("False", C.REASON_FORBIDDEN)
 

@@ -35,7 +35,6 @@ async def test_runs_every_object_when_due_retries_failures_and_forgets_deleted()
     for name in ("a", "b", "boom", "later", "gone"):
         await track(type=None, body=body(name))
     await track(type=None, body=body("idle", active=False))
-    sched.start()
     try:
         await asyncio.sleep(0.7)
         await track(type="DELETED", body=body("gone"))

@@ -10,7 +10,7 @@ hang on the CRDs). So the periodic work is scheduled here instead:
   (`body`, `logger`, ...); kopf does not see it;
 - an async watch handler per registered kind keeps the latest body of every object in
   memory (kopf's own watch stream; no API call, no finalizer);
-- one task, started with the operator, runs each object's functions when due in a small
+- one task, started by the first watch event, runs each object's functions when due in a small
   thread pool, never two at once for the same object and function. A
   `kopf.TemporaryError` reschedules after its delay; any other failure is logged and
   retried at the next interval, so no object's resync ever stops.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -85,6 +86,9 @@ class Scheduler:
 
     def _track(self, plural: str) -> Callable[..., Any]:
         async def track(type: str | None, body: kopf.Body, **_: Any) -> None:
+            # Started from here, the first watch event, rather than at start-up: the task then
+            # inherits kopf's context for processing objects (its Event-posting queue included).
+            self.start()
             key = (body.metadata.namespace or "", body.metadata.name or "")
             if type == "DELETED" or body.metadata.get("deletionTimestamp"):
                 self.bodies[plural].pop(key, None)
@@ -110,8 +114,17 @@ class Scheduler:
             reg.fn(body=kopf.Body(body), logger=logger, namespace=key[0], name=key[1], retry=retry)  # type: ignore[arg-type]
         except kopf.TemporaryError as err:
             reg.retries[key] = retry + 1
-            logger.debug("%s %s/%s: %s", reg.fn.__name__, key[0], key[1], err)
-            return float(err.delay) if err.delay is not None else reg.interval
+            delay = float(err.delay) if err.delay is not None else reg.interval
+            logger.warning(
+                "Resync '%s' failed temporarily for %s %s/%s; retrying in %gs: %s",
+                reg.fn.__name__,
+                reg.plural,
+                key[0],
+                key[1],
+                delay,
+                err,
+            )
+            return delay
         except Exception:
             reg.retries[key] = retry + 1
             logger.exception(
@@ -127,7 +140,9 @@ class Scheduler:
 
         async def run(reg: Registration, key: Key, body: dict[str, Any]) -> None:
             try:
-                delay = await loop.run_in_executor(pool, self._run_one, reg, key, body)
+                # kopf's context (its Event-posting queue) goes along, as for kopf's own sync handlers.
+                context = contextvars.copy_context()
+                delay = await loop.run_in_executor(pool, context.run, self._run_one, reg, key, body)
             finally:
                 reg.running.discard(key)
             if key in reg.due:
@@ -208,11 +223,6 @@ def run_waiting(body: dict[str, Any]) -> bool:
     """A TrainingRun waiting for its Dataset: woken by the Dataset's events; resynced rarely, as a safety net."""
     status = TrainingRunStatus.model_validate(body.get("status") or {})
     return _run_waiting(status, _generation(body))
-
-
-@kopf.on.startup()
-async def start_resync(**_: Any) -> None:
-    SCHEDULER.start()
 
 
 @kopf.on.cleanup()

@@ -11,6 +11,7 @@ cannot succeed as written. Nothing else needs to know HTTP status codes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import constants as C
@@ -50,6 +51,9 @@ class ApiError(Exception):
     """A failed API call: which call, what the server answered (status 0: no answer)."""
 
     def __init__(self, call: Call, status: int, answer: str) -> None:
+        # Transport errors name objects by address ("<...Connection object at 0x7f...>"): drop
+        # it, so the same failure gives the same message (no status write or Event per retry).
+        answer = _ADDRESS.sub("", answer)
         self.call, self.status, self.answer = call, status, answer
         self.reason = _reason(status, answer)
         code = f"HTTP {status}" if status else "no answer"
@@ -59,6 +63,8 @@ class ApiError(Exception):
     def message(self) -> str:
         return str(self)
 
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 # A server-side apply with a field the schema does not declare is answered 500 with this
 # text (kubernetes/kubernetes#139253), though it is the request that is wrong, as a 400.

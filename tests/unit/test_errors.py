@@ -57,6 +57,22 @@ def test_message_names_verb_resource_object_and_answer() -> None:
     assert str(unreachable) == "list pods team-a: no answer: cannot reach the API server: timed out"
 
 
+def test_the_same_transport_failure_gives_the_same_message() -> None:
+    def failure(address: str) -> str:
+        return str(
+            classify(
+                JOB,
+                0,
+                "cannot reach the API server: HTTPSConnectionPool(host='10.0.0.1', port=443): Max retries "
+                f"exceeded (Caused by NewConnectionError('<urllib3.connection.HTTPSConnection object at {address}>: "
+                "Failed to establish a new connection: [Errno 111] Connection refused'))",
+            )
+        )
+
+    assert failure("0x7f3a2c1b5d90") == failure("0x7f3a2c1b6e40")
+    assert "Connection refused" in failure("0x1")
+
+
 def test_conflict_is_not_an_api_error() -> None:
     """409 means "reconcile again from the newer object", not a failure to show."""
     err = classify(JOB, 409, "the object has been modified")

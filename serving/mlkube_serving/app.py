@@ -45,6 +45,7 @@ from .errors import RequestError, bad_request
 from .feedback import FeedbackIds, PredictionMemory, ScoredIds, score_feedback
 from .metrics import ServingMetrics, exposition
 from .model import Prediction, ServedModel
+from .schema import BOOL
 from .settings import Settings
 
 log = logging.getLogger("mlkube_serving")
@@ -395,7 +396,6 @@ class ServingApp:
 
     async def _model_metadata(self, req: _Request) -> Reply:
         model = self._need_model()
-        n_features = model.schema.n_features
         outputs: list[dict[str, Any]] = [
             {"name": "predict", "datatype": model.predict_datatype, "shape": [-1]}
         ]
@@ -409,7 +409,7 @@ class ServingApp:
                 "name": self.name,
                 "versions": [model.version],
                 "platform": "sklearn",
-                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, n_features]}],
+                "inputs": _input_metadata(model),
                 "outputs": outputs,
                 "parameters": model.describe(),
             },
@@ -599,6 +599,26 @@ def _held_out_accuracy(meta: ModelMetadata) -> float | None:
     ref = meta.reference_predictions
     value = ref.accuracy if ref is not None and ref.accuracy is not None else meta.metrics.get("accuracy")
     return float(value) if isinstance(value, int | float) and 0.0 <= value <= 1.0 else None
+
+
+def _input_metadata(model: ServedModel) -> list[dict[str, Any]]:
+    """What the model takes, truthfully: numeric-only models one FP64 tensor [N, F] (one
+    tensor per feature is accepted too); models with categorical features one tensor per
+    feature, named after it, FP64 for numbers and BYTES for text (BOOL for a feature
+    trained on booleans only), since a single numeric tensor cannot carry text."""
+    schema = model.schema
+    if schema.all_numeric:
+        return [{"name": "input-0", "datatype": "FP64", "shape": [-1, schema.n_features]}]
+    out: list[dict[str, Any]] = []
+    for j, (name, categorical) in enumerate(zip(schema.feature_names, schema.categorical, strict=True)):
+        if not categorical:
+            datatype = "FP64"
+        elif schema.kinds_of(j) == {BOOL}:
+            datatype = "BOOL"
+        else:
+            datatype = "BYTES"
+        out.append({"name": name, "datatype": datatype, "shape": [-1]})
+    return out
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

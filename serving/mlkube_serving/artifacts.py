@@ -60,6 +60,8 @@ class ModelMetadata(_Camel):
     params: dict[str, Any] = Field(default_factory=dict)
     version: str | None = None
     reference_predictions: ReferencePredictions | None = None
+    # {"namespace", "name", "uid", "generation"} of the TrainingRun that made the model.
+    training_run: dict[str, Any] | None = None
 
 
 def _check_edges(edges: list[float] | None) -> list[float] | None:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import RequestError, bad_request
-from .schema import InputSchema
+from .schema import BOOL, NUMBER, InputSchema, describe_kinds, level_kind
 
 Matrix = npt.NDArray[Any]
 
@@ -83,8 +83,11 @@ def _nesting_problem(values: list[Any]) -> str:
     return "rows are nested unevenly"
 
 
-def numeric_array(values: Any, what: str, allow_null: bool = True) -> npt.NDArray[np.float64]:
-    """Nested JSON lists of numbers -> float64 array; anything else is a 400 naming the element."""
+def numeric_array(
+    values: Any, what: str, allow_null: bool = True, features: tuple[str, ...] | None = None
+) -> npt.NDArray[np.float64]:
+    """Nested JSON lists of numbers -> float64 array; anything else is a 400 naming the element
+    (and its feature, for rows of ``features``)."""
     try:
         arr = np.asarray(values)
     except ValueError:
@@ -100,7 +103,10 @@ def numeric_array(values: Any, what: str, allow_null: bool = True) -> npt.NDArra
     if found is not None:
         path, value = found
         where = "".join(f"[{i}]" for i in path)
-        raise bad_request(f"{what}{where} is {_describe(value)}; expected a number")
+        feature = ""
+        if features is not None and len(path) == 2 and path[1] < len(features):
+            feature = f" (feature {features[path[1]]!r})"
+        raise bad_request(f"{what}{where} is {_describe(value)}{feature}; expected a number")
     if not allow_null:
         raise bad_request(f"{what} contains null; expected numbers")
     try:
@@ -121,6 +127,24 @@ def _category(value: Any, where: str) -> Any:
     raise bad_request(f"{where} is {_describe(value)}; expected a string or a number")
 
 
+def _wrong_level_kind(schema: InputSchema, j: int, value: Any, where: str) -> RequestError:
+    name = schema.feature_names[j]
+    return bad_request(
+        f"{where} is {_describe(value)}; feature {name!r} is categorical and was trained on "
+        f"{describe_kinds(schema.kinds_of(j), plural=True)}: send {describe_kinds(schema.kinds_of(j))}"
+    )
+
+
+def _checked_category(schema: InputSchema, j: int, value: Any, where: str) -> Any:
+    """A categorical cell whose JSON kind is one the feature was trained on (a number sent
+    for a text feature would silently become an unseen level)."""
+    cell = _category(value, where)
+    kind = level_kind(cell)
+    if kind is not None and not schema.accepts(j, kind):
+        raise _wrong_level_kind(schema, j, value, where)
+    return cell
+
+
 def _mixed_matrix(rows: list[list[Any]], schema: InputSchema, what: str) -> Matrix:
     """Rows with categorical columns -> object matrix (floats in numeric columns, strings in categorical)."""
     out = np.empty((len(rows), schema.n_features), dtype=object)
@@ -128,7 +152,7 @@ def _mixed_matrix(rows: list[list[Any]], schema: InputSchema, what: str) -> Matr
         for j, value in enumerate(row):
             where = f"{what}[{i}][{j}] ({schema.feature_names[j]!r})"
             if schema.categorical[j]:
-                out[i, j] = _category(value, where)
+                out[i, j] = _checked_category(schema, j, value, where)
             elif value is None:
                 out[i, j] = math.nan
             elif isinstance(value, int | float):
@@ -177,7 +201,7 @@ def check_matrix(x: Matrix, schema: InputSchema, what: str) -> Matrix:
 def rows_to_matrix(rows: list[Any], schema: InputSchema, what: str) -> Matrix:
     """A list of rows (lists of values) -> checked matrix."""
     if schema.all_numeric:
-        x = numeric_array(rows, what)
+        x = numeric_array(rows, what, features=schema.feature_names)
         if x.ndim == 1 and len(rows) > 0:
             raise bad_request(
                 f"{what}: each row must be a list of {schema.n_features} features, got a flat list of values"
@@ -428,6 +452,16 @@ def parse_v2(body: Any, schema: InputSchema, has_proba: bool, binary: memoryview
         elif x.ndim != 2:
             raise bad_request(f"{what}: expected shape [N, {schema.n_features}], got {list(shape)}")
         if not schema.all_numeric:
+            if not schema.numbers_fit_categories:
+                j = next(
+                    k for k, cat in enumerate(schema.categorical) if cat and not schema.accepts(k, NUMBER)
+                )
+                raise bad_request(
+                    f"{what}: datatype {datatype} carries only numbers, but feature "
+                    f"{names[j]!r} is categorical and was trained on "
+                    f"{describe_kinds(schema.kinds_of(j), plural=True)}; send one input per feature "
+                    "(BYTES for categorical ones), as GET /v2/models/{name} lists them"
+                )
             x = x.astype(object)
         return V2Request(check_matrix(np.ascontiguousarray(x), schema, what), rid, outputs)
 
@@ -461,8 +495,15 @@ def parse_v2(body: Any, schema: InputSchema, has_proba: bool, binary: memoryview
         if isinstance(values, list):
             if not schema.categorical[j]:
                 raise bad_request(f"{what}: datatype BYTES but feature {feature!r} is numeric")
-            columns.append(values)
+            columns.append([_checked_category(schema, j, v, f"{what}[{r}]") for r, v in enumerate(values)])
+        elif _datatype == "BOOL" and schema.categorical[j] and schema.accepts(j, BOOL):
+            columns.append([bool(v) for v in values.reshape(-1).tolist()])
         else:
+            if schema.categorical[j] and not schema.accepts(j, NUMBER):
+                raise bad_request(
+                    f"{what}: datatype {_datatype} but feature {feature!r} is categorical and was trained on "
+                    f"{describe_kinds(schema.kinds_of(j), plural=True)}; send it as BYTES"
+                )
             columns.append(values.reshape(-1))
     assert n_rows is not None
     if schema.all_numeric:

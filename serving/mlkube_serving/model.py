@@ -58,6 +58,38 @@ def _allow_nan(estimator: Any) -> bool:
         return False
 
 
+def _encoder_levels(transformer: Any) -> list[Any] | None:
+    """``categories_`` of a fitted encoder, alone or inside a Pipeline (e.g. imputer + encoder)."""
+    categories = getattr(transformer, "categories_", None)
+    if categories is not None:
+        return list(categories)
+    for _, step in getattr(transformer, "steps", None) or []:
+        found = _encoder_levels(step)
+        if found is not None:
+            return found
+    return None
+
+
+def fitted_levels(estimator: Any) -> dict[str, list[Any]]:
+    """Per input column selected by name, the levels a fitted encoder learnt (what values the
+    model was trained on: strings, booleans or numbers), found in a Pipeline's
+    ColumnTransformer. Columns with no encoder, or estimators of another shape: absent."""
+    out: dict[str, list[Any]] = {}
+    for _, step in getattr(estimator, "steps", None) or []:
+        out.update(fitted_levels(step))
+    for entry in getattr(estimator, "transformers_", None) or []:
+        if not isinstance(entry, tuple) or len(entry) != 3:
+            continue
+        _, transformer, columns = entry
+        if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
+            continue
+        levels = _encoder_levels(transformer)
+        if levels is not None and len(levels) == len(columns):
+            for column, cats in zip(columns, levels, strict=True):
+                out[column] = list(np.asarray(cats, dtype=object).tolist())
+    return out
+
+
 def _proba_gives_predict(estimator: Any) -> bool:
     """True where sklearn's predict() is literally ``classes_[argmax(predict_proba())]``."""
     try:
@@ -76,6 +108,19 @@ def _proba_gives_predict(estimator: Any) -> bool:
         HistGradientBoostingClassifier,
     )
     return isinstance(estimator, kinds) and getattr(estimator, "n_outputs_", 1) == 1
+
+
+def model_version(meta: ModelMetadata, sha256: str) -> str:
+    """The version a client sees (V2 ``versions``, ``model_version``, ``mlkube_model_info``):
+    what identifies this model, not the library that fitted it. ``metadata.json``'s
+    ``version`` if set; else ``g<TrainingRun generation>-<sha256 prefix>``; else the prefix."""
+    if meta.version:
+        return meta.version
+    generation = (meta.training_run or {}).get("generation")
+    prefix = sha256[:12]
+    if isinstance(generation, int) and not isinstance(generation, bool):
+        return f"g{generation}-{prefix}"
+    return prefix
 
 
 class ServedModel:
@@ -128,7 +173,9 @@ class ServedModel:
             )
         if len(set(names)) != len(names):
             raise LoadRefused("MetadataInvalid", "featureNames has duplicates")
-        self.schema = InputSchema.build(list(names), meta, profile, _allow_nan(estimator))
+        self.schema = InputSchema.build(
+            list(names), meta, profile, _allow_nan(estimator), fitted_levels(estimator)
+        )
         fitted_names = getattr(estimator, "feature_names_in_", None)
         # Fitted on a DataFrame (mlkube's training pipelines are): give it one, columns by name.
         self._frame_columns: list[str] | None = (
@@ -139,7 +186,7 @@ class ServedModel:
                 "MetadataInvalid", "metadata featureNames differ from the columns the model was fitted on"
             )
 
-        self.version: str = meta.version or meta.sklearn_version or "unknown"
+        self.version: str = model_version(meta, sha256)
         self.has_proba = task == "classification" and hasattr(estimator, "predict_proba")
         self._proba_gives_predict = task == "classification" and _proba_gives_predict(estimator)
         if task == "classification":
@@ -351,6 +398,8 @@ class ServedModel:
             or f"{type(self.estimator).__module__}.{type(self.estimator).__name__}",
             "sha256": self.sha256,
             "version": self.version,
+            "trainingRun": self.metadata.training_run,
+            "sklearnVersion": self.metadata.sklearn_version,
             "featureNames": list(self.schema.feature_names),
             "classes": self.class_labels if self.task == "classification" else None,
             "datasetHash": self.metadata.dataset_hash,

@@ -190,6 +190,7 @@ def build_artifacts(root: Path) -> dict[str, Artifact]:
         "featureNames": ["size", "colour"],
         "schema": [{"name": "size", "dtype": "numeric"}, {"name": "colour", "dtype": "categorical"}],
         "classes": ["big", "small"],
+        "trainingRun": {"namespace": "ns", "name": "pipe-run", "uid": "u-1", "generation": 3},
     }
     out["pipe"] = _write(root, "pipe", pipe, pmeta, pprofile, frame, target)
     return out
@@ -234,11 +235,14 @@ class ServerProc:
             time.sleep(0.05)
         raise RuntimeError(f"server {self.name} not live: {self.logs()}")
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:  # a loaded 2-core CI box is slow to unpickle
         self.wait_live(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = httpx.get(f"{self.url}/v2/health/ready", timeout=2)
+            try:
+                r = httpx.get(f"{self.url}/v2/health/ready", timeout=2)
+            except httpx.TimeoutException:  # busy unpickling on a loaded machine: ask again
+                continue
             if r.status_code == 200:
                 return
             if r.json().get("reason") not in ("Loading",):

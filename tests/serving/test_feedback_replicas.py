@@ -24,16 +24,17 @@ from .test_server_http import metric, post, scrape
 
 @pytest.fixture(scope="module")
 def replicas(
-    servers: dict[str, ServerProc], artifacts: dict[str, Artifact], tmp_path_factory: pytest.TempPathFactory
+    artifacts: dict[str, Artifact], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, list[ServerProc]]]:
-    """Three replicas each of iris (classifier) and reg (regressor); the session's servers are the first."""
+    """Three replicas each of iris (classifier) and reg (regressor), all of their own (the
+    session's servers are left alone: other tests read their counters)."""
     tmp = tmp_path_factory.mktemp("replica-logs")
-    extra = {name: [start_server(name, artifacts[name], tmp) for _ in range(2)] for name in ("iris", "reg")}
+    extra = {name: [start_server(name, artifacts[name], tmp) for _ in range(3)] for name in ("iris", "reg")}
     try:
         for procs in extra.values():
             for p in procs:
                 p.wait_ready()
-        yield {name: [servers[name], *procs] for name, procs in extra.items()}
+        yield extra
     finally:
         for procs in extra.values():
             for p in procs:

@@ -335,11 +335,13 @@ async def test_fast_path_reported_and_identical_over_the_protocols(trained: dict
     rows = [
         [9.5, "red", 5.1, 3, True],
         [None, None, None, None, None],
-        [30.0, "never-seen", -2.0, 100, "True"],
+        [30.0, "never-seen", -2.0, 100, True],
         [12.0, "green", None, 7, False],
     ]
+    # ("fresh" was fitted on booleans: the string "True" is refused with a 400, see
+    # test_metadata_truth.py, rather than silently becoming an unseen level.)
     # One tensor per feature, as MLServer's pandas codec sends them; "fresh" (booleans in
-    # training) as a BOOL tensor, so the server holds it as numbers 1.0/0.0.
+    # training) as a BOOL tensor.
     tensors = [
         {"name": "size", "datatype": "FP64", "data": [9.5, None, 30.0, 12.0]},
         {"name": "colour", "datatype": "BYTES", "data": ["red", None, "never-seen", "green"]},

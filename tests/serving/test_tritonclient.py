@@ -58,3 +58,33 @@ def test_tritonclient_string_classes(servers: dict[str, ServerProc], artifacts: 
         assert got == art.model.predict(frame).tolist()
     finally:
         client.close()
+
+
+def test_tritonclient_follows_the_metadata(
+    servers: dict[str, ServerProc], artifacts: dict[str, Artifact]
+) -> None:
+    """A client that builds its inputs from GET /v2/models/{name} gets a prediction; one that
+    sends a number for the text feature gets the server's 400 naming it."""
+    import pandas as pd
+    from tritonclient.utils import InferenceServerException
+
+    server, art = servers["pipe"], artifacts["pipe"]
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    try:
+        meta = client.get_model_metadata("pipe")
+        values = {"size": np.array([5.0, 12.0]), "colour": np.array([b"red", b"blue"], dtype=np.object_)}
+        inputs = []
+        for spec in meta["inputs"]:
+            inp = httpclient.InferInput(spec["name"], [2], spec["datatype"])
+            inp.set_data_from_numpy(values[spec["name"]])
+            inputs.append(inp)
+        result = client.infer("pipe", inputs)
+        assert result.get_response()["model_version"] == meta["versions"][0]
+        frame = pd.DataFrame({"size": [5.0, 12.0], "colour": ["red", "blue"]})
+        assert [v.decode() for v in result.as_numpy("predict").tolist()] == art.model.predict(frame).tolist()
+        wrong = httpclient.InferInput("colour", [2], "FP64")
+        wrong.set_data_from_numpy(np.array([1.0, 2.0]))
+        with pytest.raises(InferenceServerException, match="'colour' is categorical"):
+            client.infer("pipe", [inputs[0], wrong])
+    finally:
+        client.close()

@@ -253,6 +253,29 @@ class TestTrainingRun:
         assert "accuracy 0.5 < 0.9" in c["message"]
         assert plan.status["metrics"] == {"accuracy": 0.5}
 
+    def test_a_missed_quality_gate_never_becomes_status_model(self) -> None:
+        """The Job's QualityGateFailed result carries the model it wrote (training.md); status
+        must not point at it: absent on a first run, the last passing model afterwards."""
+        rejected = {
+            "ok": False,
+            "reason": "QualityGateFailed",
+            "message": "quality gate not met: accuracy 0.5 is below the minimum 0.9",
+            "metrics": {"accuracy": 0.5},
+            "model": {"uri": "file:///x/model.joblib", "sha256": "d" * 64, "sizeBytes": 10},
+        }
+        failed = JobView(JobPhase.FAILED, rejected, "PodFailurePolicy", "x")
+        plan = plan_training_run(run(), None, failed, NOW, SETTINGS)
+        assert cond(plan.status, C.SUCCEEDED)["reason"] == "QualityGateFailed"
+        assert plan.status.get("model") is None
+        passed = {"ok": True, "metrics": {"accuracy": 0.95}, "model": {"sha256": "c" * 64}}
+        first = plan_training_run(run(), None, JobView(JobPhase.SUCCEEDED, passed), NOW, SETTINGS)
+        plan = plan_training_run(
+            run(generation=2, status=first.status), ready_dataset(), failed, NOW, SETTINGS
+        )
+        assert cond(plan.status, C.SUCCEEDED)["reason"] == "QualityGateFailed"
+        assert plan.status["model"]["sha256"] == "c" * 64
+        assert plan.status["metrics"] == {"accuracy": 0.5}
+
     def test_new_generation_keeps_the_previous_model_until_it_lands(self) -> None:
         result = {"ok": True, "metrics": {"accuracy": 0.9}, "model": {"sha256": "c" * 64}}
         first = plan_training_run(run(), None, JobView(JobPhase.SUCCEEDED, result), NOW, SETTINGS)

@@ -14,7 +14,9 @@ import kopf
 from .. import constants as C
 from .. import observability as obs
 from ..adapters.kube import Kube
+from ..api.dataset import DatasetStatus
 from ..api.trainingrun import TrainingRunStatus
+from ..reconcile.dataset import is_settled as dataset_settled
 from ..reconcile.dataset import plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, JobView, view_job
 from ..reconcile.plan import Plan
@@ -28,6 +30,12 @@ from .outcome import FAILURES, guard, guard_each, retry_later, write_status
 JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
 WaitingRuns = kopf.Index[tuple[str, str], JSON]
+
+
+# The planners never look at the Job of a settled generation (its verdict is final), so
+# a resync of a settled object reads nothing: a thousand finished TrainingRuns cost no
+# GET of their Jobs and no LIST of their pods every 30 s.
+UNREAD = JobView(JobPhase.MISSING)
 
 
 def _job_view(kube: Kube, namespace: str, job_name: str) -> JobView:
@@ -57,7 +65,11 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
 def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]
-    job = _job_view(rt.kube, meta["namespace"], profile_job_name(meta["name"], int(meta["generation"])))
+    generation = int(meta["generation"])
+    if dataset_settled(DatasetStatus.model_validate(obj.get("status") or {}), generation):
+        job = UNREAD
+    else:
+        job = _job_view(rt.kube, meta["namespace"], profile_job_name(meta["name"], generation))
     plan = plan_dataset(obj, job, datetime.now(UTC), rt.settings)
     _apply(rt.kube, DATASETS, obj, plan, logger)
 
@@ -67,6 +79,10 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]
     namespace, generation = meta["namespace"], int(meta["generation"])
+    if run_settled(TrainingRunStatus.model_validate(obj.get("status") or {}), generation):
+        plan = plan_training_run(obj, None, UNREAD, datetime.now(UTC), rt.settings)
+        _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
+        return
     job = _job_view(rt.kube, namespace, training_job_name(meta["name"], generation))
     search: SearchView | None = None
     if (obj.get("spec") or {}).get("search"):

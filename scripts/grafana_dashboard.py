@@ -63,13 +63,19 @@ FEATURE_COUNTS = (
 FEATURE_REFERENCE = (
     f'max by (feature, bin) (mlkube_feature_reference_ratio{{{SEL}, bin!~"missing|__missing__"}})'
 )
-# Predictions by bin: classes of a classifier, target bins of a regressor.
+# Predictions by bin: classes of a classifier; for a regressor (no classes: `or on ()`
+# adds the right side only when the left is empty) the prediction on the bins of the
+# model's own held-out predictions. The references are those held-out predictions.
 PREDICTION_COUNTS = (
     f'sum by (bin) (label_replace(increase(mlkube_predictions_total{{{SEL}}}[$window]), "bin", "$1", "class", "(.*)"))'
-    " or "
-    f'sum by (bin) (increase(mlkube_prediction_bin_total{{{SEL}, bin!="missing"}}[$window]))'
+    " or on () "
+    f'sum by (bin) (increase(mlkube_prediction_score_bin_total{{{SEL}, bin!="missing"}}[$window]))'
 )
-PREDICTION_REFERENCE = f"max by (bin) (mlkube_prediction_reference_ratio{{{SEL}}})"
+PREDICTION_REFERENCE = (
+    f"max by (bin) (mlkube_prediction_reference_ratio{{{SEL}}})"
+    " or on () "
+    f'max by (bin) (mlkube_prediction_score_reference_ratio{{{SEL}, bin!="missing"}})'
+)
 
 
 def error_share(codes: str) -> str:
@@ -242,23 +248,24 @@ def build() -> dict[str, Any]:
         "timeseries",
         "Input drift per feature (PSI)",
         "Population stability index of each feature's inputs over the window against the Dataset's reference profile, "
-        "missing values left out, shares floored at 1e-4: the numbers behind status.lastAnalysis.values.inputDriftPsi "
-        "(maxInputDriftPsi bounds the largest). < 0.1 stable, 0.1-0.25 some shift, > 0.25 a real shift.",
+        "missing values left out, shares floored at 1e-4 (status.lastAnalysis.values.inputDriftPsi is this on folded "
+        "bins). For humans: the operator decides with tests sized to the window (docs/operator.md). "
+        "Rule of thumb: < 0.1 stable, 0.1-0.25 some shift, > 0.25 a real shift.",
         targets((psi(FEATURE_COUNTS, FEATURE_REFERENCE, "feature"), "{{feature}}")),
         w=12,
     )
     lay.panel(
         "timeseries",
         "Prediction drift (PSI)",
-        "PSI of the predicted classes (classifier) or target bins (regressor) over the window against the target's "
-        "reference distribution (predictionDriftPsi, bounded by maxPredictionDriftPsi).",
+        "PSI of the predicted classes (classifier) or predictions on quantile bins (regressor) over the window "
+        "against the model's own predictions on its held-out rows (empty for models trained without them).",
         targets((psi(PREDICTION_COUNTS, PREDICTION_REFERENCE, ""), "prediction PSI")),
         w=12,
     )
     lay.panel(
         "bargauge",
         "Predictions against the reference",
-        "Share of predictions per class or target bin over the window, beside the reference share.",
+        "Share of predictions per class (or prediction bin) over the window, beside the held-out rows' share.",
         targets(
             (f"({PREDICTION_COUNTS}) / ignoring (bin) group_left sum ({PREDICTION_COUNTS})", "{{bin}}"),
             (PREDICTION_REFERENCE, "reference {{bin}}"),

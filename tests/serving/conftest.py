@@ -1,7 +1,8 @@
 """Fixtures for the model server's tests: small real models on disk, and real server processes.
 
 The artifacts are made the way the training Job and the dataset profiler make them
-(model.joblib + metadata.json, profile.json with quantile bin edges), including a
+(model.joblib + metadata.json with the model's reference predictions, profile.json with
+quantile bin edges), including a
 pipeline with a categorical column, so the server is tested against what it will serve.
 """
 
@@ -58,9 +59,13 @@ def _write(
 ) -> Artifact:
     import joblib
 
+    from mlkube_operator.training.reference import reference_predictions
+
     d = root / name
     d.mkdir(parents=True)
     joblib.dump(model, d / "model.joblib")
+    # The model's predictions on its rows, as the training Job records them on its held-out rows.
+    meta = {**meta, "referencePredictions": reference_predictions(model, x, y, meta["task"])}
     (d / "metadata.json").write_text(json.dumps(meta))
     ppath = None
     if profile is not None:

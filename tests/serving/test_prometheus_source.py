@@ -151,6 +151,12 @@ def test_window_counts_match_the_servers_own_metrics(
     assert got.feedback.keys() == want.feedback.keys() == {"correct", "incorrect"}
     assert got.feature_reference == want.feature_reference
     assert got.prediction_reference == want.prediction_reference
+    # The references the tests size themselves with, and the score histogram.
+    assert got.prediction_score_reference == want.prediction_score_reference != {}
+    assert got.feature_reference_rows == want.feature_reference_rows != {}
+    assert got.prediction_reference_rows == want.prediction_reference_rows is not None
+    assert got.reference_accuracy == want.reference_accuracy is not None
+    assert got.prediction_scores.keys() == want.prediction_scores.keys()
 
     assert close(got.requests["200"], want.requests["200"]), (got.requests, want.requests)
     assert close(got.latency[math.inf], want.latency[math.inf])
@@ -164,6 +170,9 @@ def test_window_counts_match_the_servers_own_metrics(
     verdicts = [analyse(c, Thresholds(), 50, now) for c in (got, want)]
     assert [v.verdict for v in verdicts] == [Verdict.DEGRADED, Verdict.DEGRADED]
     assert verdicts[0].values.input_drift_feature == verdicts[1].values.input_drift_feature
+    assert [t.name for t in verdicts[0].values.input_drift if t.significant] == [
+        t.name for t in verdicts[1].values.input_drift if t.significant
+    ]
     assert verdicts[0].values.samples == pytest.approx(verdicts[1].values.samples, rel=0.05)
     # Evaluated now, as the operator does: increase() now also extrapolates from the last
     # scrape to the end of the window, by up to a scrape interval's share of the series'

@@ -37,7 +37,7 @@ from mlkube_operator.api.modeldeployment import (
 
 from .counts import Counts
 from .significance import BinTest, accuracy_drop_p, compare_bins, exceed_p, holm
-from .stats import accuracy, error_rate, histogram_quantile
+from .stats import accuracy, error_rate, histogram_quantile, psi
 
 # Labels of the server's counters for null/NaN values (numeric bins, categorical levels).
 MISSING_KEYS = frozenset({"missing", "__missing__"})
@@ -85,6 +85,24 @@ def compare(
         min_expected=min_expected,
         reference_rows=reference_rows if reference_rows and reference_rows > 0 else None,
     )
+
+
+def input_drift(window: Counts) -> tuple[float, str] | None:
+    """The largest raw per-feature PSI (on the server's bins, unfolded) and its feature.
+
+    Not a decision: the dashboard's "Input drift per feature (PSI)" panel draws this
+    number, and this keeps the two comparable (tests/serving/test_grafana_dashboard.py).
+    """
+    worst: tuple[float, str] | None = None
+    for feature in sorted(window.feature_bins):
+        reference = _present(window.feature_reference.get(feature, {}))
+        seen = _present(window.feature_bins[feature])
+        if sum(reference.values()) <= 0 or sum(seen.values()) <= 0:
+            continue
+        value = psi(reference, seen)
+        if worst is None or value > worst[0]:
+            worst = (value, feature)
+    return worst
 
 
 def _round(x: float | None) -> float | None:
@@ -297,4 +315,4 @@ def _record_drift(
         values.prediction_drift_psi = _round(max(t.psi for _, t in preds))
 
 
-__all__ = ["MISSING_KEYS", "analyse", "compare", "slow_share"]
+__all__ = ["MISSING_KEYS", "analyse", "compare", "input_drift", "slow_share"]

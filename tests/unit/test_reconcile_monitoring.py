@@ -600,3 +600,34 @@ def test_no_second_action_while_retraining() -> None:
 def test_spec_digest_fills_defaults() -> None:
     assert spec_digest(TEMPLATE) == spec_digest({**TEMPLATE, "backoffLimit": 1})
     assert spec_digest(TEMPLATE) != spec_digest({**TEMPLATE, "backoffLimit": 2})
+
+
+def test_an_aborted_canary_is_aborting_until_the_stable_pods_are_back() -> None:
+    w = canary_world()
+    w.settle = False
+    plan = w.judge(Verdict.DEGRADED, "x")
+    assert w.state == "Aborting" and plan.canary is None and plan.delete_canary
+    assert plan.deployment is not None and plan.deployment["spec"]["replicas"] == 2
+    w.stable, w.canary = rolled_out(plan.deployment), None
+    w.reconcile()
+    assert w.state == "RolledBack" and w.serving() == A and w.status["candidateModel"] is None
+
+
+def test_manual_abort_of_a_rolling_update_returns_to_the_current_model() -> None:
+    w = serving(world(), A)
+    w.settle = False
+    w.run = training_run("iris-rf", B)
+    w.reconcile()
+    assert w.state == "RollingOut" and w.status["candidateModel"]["sha256"] == B
+    w.annotations = {C.ANNOTATION_ACTION: "abort", C.ANNOTATION_ACTION_ID: "r1"}
+    w.settle = True
+    w.converge()
+    assert w.serving() == A and w.rejected() == {B: C.REASON_ABORTED_BY_USER}
+    assert w.status["lastAction"].startswith("By request (abort)")
+
+
+def test_an_invalid_spec_changes_nothing_it_serves() -> None:
+    w = serving(world(), A)
+    w.spec["replicas"] = -1
+    plan = w.reconcile()
+    assert plan.deployment is None and cond(w.status, C.READY)["reason"] == C.REASON_INVALID_SPEC

@@ -209,6 +209,7 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
     assert skipped["currentModel"]["sha256"] == new_sha
 
 
+@pytest.mark.timeout(900)
 def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:

@@ -72,3 +72,12 @@ def test_a_negligible_difference_is_not_worse_however_much_traffic() -> None:
     result = compare(track(200_000, errors=1_000), track(200_000, errors=400))
     err = next(c for c in result.checks if c.name == "errorRate")
     assert err.p_value < 1e-6 and not err.worse
+
+
+def test_sub_millisecond_latency_differences_are_not_judged() -> None:
+    fast = {0.0005: 0.0, 0.001: 30.0, 0.005: 30.0, 0.025: 30.0, 0.05: 30.0, math.inf: 30.0}
+    cold = {0.0005: 0.0, 0.001: 18.0, 0.005: 30.0, 0.025: 30.0, 0.05: 30.0, math.inf: 30.0}
+    stable = Counts(requests={"200": 30.0}, latency=dict(fast))
+    stable.latency[0.0005] = 30.0  # every stable request under 0.5 ms
+    canary = Counts(requests={"200": 30.0}, latency=cold)  # 40 % between 1 and 5 ms
+    assert not compare(canary, stable).worse

@@ -12,8 +12,9 @@ to matter (a minimum effect), so heavy traffic does not turn a negligible differ
 into an abort:
 
 - error rate: Fisher's exact two-proportion test on 5xx counts (exact at any size);
-- latency: the share of requests slower than the stable pods' p99 bucket bound,
-  Fisher's exact test again (a histogram gives counts above a bound, not raw latencies);
+- latency: the share of requests slower than the stable pods' p99 bucket bound (at
+  least 25 ms: below that a difference is noise such as a cold cache), Fisher's exact
+  test again (a histogram gives counts above a bound, not raw latencies);
 - prediction distribution: a chi-squared test of homogeneity on the 2 x k table of
   predicted classes (or prediction bins), effect size Cramér's V;
 - accuracy, where both tracks received feedback labels: Fisher's exact test on
@@ -35,6 +36,7 @@ DEFAULT_ALPHA = 0.01
 MIN_ROWS = 20  # fewest requests (or labels) on each side before a check runs
 MIN_ERROR_RATE_INCREASE = 0.01  # absolute
 MIN_SLOW_SHARE_INCREASE = 0.02  # absolute, on top of doubling the stable's slow share
+MIN_LATENCY_BOUND_SECONDS = 0.025  # "slow" starts at the stable p99 or 25 ms, whichever is higher
 MIN_CRAMERS_V = 0.2
 MIN_ACCURACY_DROP = 0.02  # absolute
 
@@ -115,7 +117,9 @@ def compare(
 
     p99 = histogram_quantile(0.99, stable.latency)
     finite = sorted(b for b in stable.latency if not math.isinf(b))
-    bound = next((b for b in finite if p99 is not None and b >= p99), None)
+    # Sub-floor latencies are noise (a cold cache, a scheduler tick), not a worse model.
+    floor = None if p99 is None else max(p99, MIN_LATENCY_BOUND_SECONDS)
+    bound = next((b for b in finite if floor is not None and b >= floor), None)
     if bound is not None and c_n >= min_rows and s_n >= min_rows and bound in canary.latency:
         c_slow, c_total = _slow(canary.latency, bound)
         s_slow, s_total = _slow(stable.latency, bound)

@@ -69,6 +69,16 @@ def status(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any]:
     return dict((obj or {}).get("status") or {})
 
 
+def explained(api: kubernetes.client.ApiClient, namespace: str, fn: Any, timeout: float, what: str) -> Any:
+    """wait_for, and on a timeout say where the control loop stood."""
+    try:
+        return wait_for(fn, timeout, what)
+    except AssertionError as err:
+        s = status(api, namespace)
+        keys = ("state", "canary", "lastAnalysis", "degradedStreak", "lastAction", "rejectedModels")
+        raise AssertionError(f"{err}; status: {json.dumps({k: s.get(k) for k in keys})}") from None
+
+
 def test_input_drift_rolls_back_to_the_previous_model(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:
@@ -284,7 +294,9 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     assert held["state"] == "Canary" and held["currentModel"]["sha256"] == first
     send_to("canary", IRIS_ROWS)  # 30 in-distribution requests on the canary
     send_to("stable", IRIS_ROWS)
-    promoted = wait_for(
+    promoted = explained(
+        api,
+        namespace,
         lambda: (
             (s := status(api, namespace)).get("currentModel", {}).get("sha256") == second
             and not s.get("canary")

@@ -47,3 +47,25 @@ def test_forget_drops_every_model_of_a_deployment() -> None:
     h.window(("ns", "iris", "b" * 64), 1.0, 0.0, {"p": pod(1, 0.0)})
     h.forget("ns", "iris")
     assert h.oldest(KEY) is None and h.oldest(("ns", "iris", "b" * 64)) is None
+
+
+def test_a_canary_pod_first_scraped_after_an_empty_snapshot_counts_from_its_start() -> None:
+    # Seen on the dev cluster: the first analysis of a step found no canary pod running yet.
+    h = History()
+    step = 1000.0
+    h.window(KEY, 1005.0, step, {}, late_baseline_ok=True)
+    counts, partial = h.window(KEY, 1010.0, step, {"c": pod(0, 1003.0)}, late_baseline_ok=True)
+    assert partial is None and counts.requests == {"200": 0.0}
+    counts, partial = h.window(KEY, 1060.0, step, {"c": pod(30, 1003.0)}, late_baseline_ok=True)
+    assert partial is None and counts.requests == {"200": 30.0}
+
+
+def test_a_canary_step_after_an_operator_restart_counts_from_the_first_scrape() -> None:
+    h = History()
+    step = 1000.0  # the step started before this operator did; the pod before the step
+    _, partial = h.window(KEY, 2000.0, step, {"c": pod(500, 900.0)}, late_baseline_ok=True)
+    assert partial is not None
+    counts, partial = h.window(KEY, 2010.0, step, {"c": pod(530, 900.0)}, late_baseline_ok=True)
+    assert partial is None and counts.requests == {"200": 30.0}
+    _, partial = h.window(KEY, 2010.0, step, {"c": pod(530, 900.0)})  # a steady window never does this
+    assert partial is not None

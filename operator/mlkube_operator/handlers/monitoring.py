@@ -73,14 +73,19 @@ class History:
         return snaps[0][0] if snaps else None
 
     def window(
-        self, key: Key, now: float, start: float, current: dict[str, Counts]
+        self, key: Key, now: float, start: float, current: dict[str, Counts], late_baseline_ok: bool = False
     ) -> tuple[Counts, str | None]:
-        """Counts of the rows served in [start, now], and None; or partial counts and why they are partial."""
+        """Counts of the rows served in [start, now], and None; or partial counts and why they are partial.
+
+        `late_baseline_ok` (a canary step, whose start is fixed): a pod older than `start`
+        with no scrape before it counts from its first scrape, which is inside the step.
+        """
         snaps = self._snapshots.setdefault(key, deque(maxlen=MAX_SNAPSHOTS))
         baseline: dict[str, Counts] = {}
         for taken, counts in snaps:
             if taken <= start:
                 baseline = counts
+        oldest = snaps[0][1] if snaps else {}
         parts: list[Counts] = []
         unseen = 0
         for uid, c in current.items():
@@ -88,6 +93,8 @@ class History:
                 parts.append(delta(c, baseline[uid]))
             elif c.start_time is not None and c.start_time >= start - START_SLACK_SECONDS:
                 parts.append(c)  # started inside the window: every row it served is in it
+            elif late_baseline_ok and uid in oldest:
+                parts.append(delta(c, oldest[uid]))  # rows since the first scrape, all inside the window
             else:
                 unseen += 1
         snaps.append((now, current))
@@ -111,7 +118,12 @@ HISTORY = History()
 
 
 def window_of(
-    meta: JSON, spec: ModelDeploymentSpec, served: str, start: datetime, now: datetime
+    meta: JSON,
+    spec: ModelDeploymentSpec,
+    served: str,
+    start: datetime,
+    now: datetime,
+    late_baseline_ok: bool = False,
 ) -> tuple[Counts, str | None]:
     """Rows served by the predictor pods of the digest `served` from `start` until `now`."""
     namespace, name = meta["namespace"], meta["name"]
@@ -127,7 +139,7 @@ def window_of(
     texts = scrape_pods(runtime().kube, namespace, selector, spec.serving.port)
     current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
     key = (namespace, name, served)
-    return HISTORY.window(key, now.timestamp(), start.timestamp(), current)
+    return HISTORY.window(key, now.timestamp(), start.timestamp(), current, late_baseline_ok)
 
 
 def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> Judgement:
@@ -137,12 +149,9 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
     canary = status.canary is not None and status.candidate_model is not None
     judged = status.candidate_model if canary and status.candidate_model else status.current_model
     start = judged_window_start(status, spec, now)
-    if canary and spec.monitoring.source.type is MetricsSourceType.POD_SCRAPE:
-        # After an operator restart mid-step, judge from the first snapshot on (still inside the step).
-        oldest = HISTORY.oldest((meta["namespace"], meta["name"], judged.sha256))
-        if oldest is not None and oldest > start.timestamp():
-            start = datetime.fromtimestamp(oldest, UTC)
-    window, partial = window_of(meta, spec, judged.sha256, start, now)
+    # A canary step judges the rows since it started; after an operator restart mid-step,
+    # the rows since the first scrape (still inside the step).
+    window, partial = window_of(meta, spec, judged.sha256, start, now, late_baseline_ok=canary)
     if partial is not None:
         samples = round(sum(window.requests.values()))
         analysis = Analysis(
@@ -155,7 +164,9 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
     analysis = analyse(window, thresholds, min_samples, now)
     comparison = None
     if canary:
-        stable, stable_partial = window_of(meta, spec, status.current_model.sha256, start, now)
+        stable, stable_partial = window_of(
+            meta, spec, status.current_model.sha256, start, now, late_baseline_ok=True
+        )
         if stable_partial is None:
             comparison = compare(window, stable)
     return Judgement(judged.sha256, analysis, comparison)

@@ -81,6 +81,11 @@ def _reason(status: int, answer: str) -> str:
     return C.REASON_API_ERROR
 
 
+def immutable_field_changed(err: ApiError) -> bool:
+    """The object exists and the request would change a field that cannot change (a Job's template)."""
+    return err.status == 422 and "field is immutable" in err.answer
+
+
 def classify(call: Call, status: int, answer: str) -> Exception:
     """An API failure as an exception: 409 is a Conflict (reconcile again), the rest an ApiError."""
     if status == 409:

@@ -27,7 +27,7 @@ from mlkube_operator.adapters.kube import Kube
 from mlkube_operator.api.dataset import DatasetSpec, DatasetStatus
 from mlkube_operator.api.modeldeployment import ModelDeploymentSpec, ServedModel
 from mlkube_operator.api.trainingrun import TrainingRunSpec
-from mlkube_operator.errors import ApiError, Call
+from mlkube_operator.errors import ApiError, Call, immutable_field_changed
 from mlkube_operator.reconcile.dataset import build_profile_job
 from mlkube_operator.reconcile.modeldeployment import CANARY, build_predictor, build_service
 from mlkube_operator.reconcile.monitoring import build_retrain_run
@@ -279,6 +279,7 @@ def test_a_jobs_template_cannot_change_so_jobs_are_applied_only_when_missing(
     assert (err.status, err.reason) == (422, C.REASON_REJECTED)
     assert f"apply jobs.batch {namespace}/{job['metadata']['name']}" in err.message
     assert "field is immutable" in err.message
+    assert immutable_field_changed(err), "the handler treats this answer as a concurrent create"
 
 
 def test_a_misspelled_field_is_an_error_naming_it(kube: Kube, namespace: str, owned: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mlkube_operator import constants as C
-from mlkube_operator.errors import ApiError, Call, Conflict, backoff, classify
+from mlkube_operator.errors import ApiError, Call, Conflict, backoff, classify, immutable_field_changed
 from mlkube_operator.reconcile.conditions import with_reconciled
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -71,6 +71,13 @@ def test_the_same_transport_failure_gives_the_same_message() -> None:
 
     assert failure("0x7f3a2c1b5d90") == failure("0x7f3a2c1b6e40")
     assert "Connection refused" in failure("0x1")
+
+
+def test_only_a_422_for_an_immutable_field_counts_as_changed_immutable() -> None:
+    answer = 'Job.batch "iris-profile-1" is invalid: spec.template: Invalid value: ...: field is immutable'
+    assert immutable_field_changed(ApiError(JOB, 422, answer))
+    assert not immutable_field_changed(ApiError(JOB, 422, 'spec.ports[1].name: Duplicate value: "http"'))
+    assert not immutable_field_changed(ApiError(JOB, 403, answer))
 
 
 def test_conflict_is_not_an_api_error() -> None:

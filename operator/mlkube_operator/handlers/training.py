@@ -16,6 +16,7 @@ from .. import observability as obs
 from ..adapters.kube import Kube
 from ..api.dataset import DatasetStatus
 from ..api.trainingrun import TrainingRunStatus
+from ..errors import ApiError, Conflict, immutable_field_changed
 from ..reconcile.dataset import is_settled as dataset_settled
 from ..reconcile.dataset import plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, JobView, view_job
@@ -54,7 +55,14 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
         # Only a missing Job is applied: a Job's pod template is immutable, and the Job of a
         # generation is the record of what ran. Applying the same Job twice changes nothing.
         kube.ensure_artifact_pvc(meta["namespace"], runtime().settings)
-        kube.apply(plan.create)
+        try:
+            kube.apply(plan.create)
+        except ApiError as err:
+            if immutable_field_changed(err):
+                # A concurrent reconcile created this generation's Job from another view (say a
+                # newer dataset hash) a moment ago; the next reconcile reads that Job instead.
+                raise Conflict(f"Job {plan.create['metadata']['name']} was created meanwhile") from err
+            raise
         logger.info("Applied Job %s", plan.create["metadata"]["name"])
     write_status(plural, obj, plan.status, plan.changed)
     if plan.event is not None:

@@ -276,3 +276,23 @@ def test_disabled_checks_are_not_run() -> None:
     assert a.verdict is Verdict.INSUFFICIENT_DATA and a.values.tests == 0
     on = analyse(Counts(requests={"200": 100.0, "500": 100.0}), Thresholds(), 10, NOW)
     assert on.verdict is Verdict.DEGRADED
+
+
+def test_unseen_levels_are_drift_even_when_the_reference_never_had_them() -> None:
+    # __other__ has no reference mass: it is pooled with the rare levels, and a flood of
+    # unseen levels shows in that pool.
+    reference = {"a": 0.6, "b": 0.35, "c": 0.05, "__other__": 0.0, "__missing__": 0.0}
+    calm = Counts(
+        requests={"200": 500.0},
+        feature_bins={"c": {"a": 300.0, "b": 175.0, "c": 25.0, "__other__": 0.0, "__missing__": 40.0}},
+        feature_reference={"c": reference},
+    )
+    assert analyse(calm, Thresholds(), 200, NOW).verdict is Verdict.HEALTHY
+    flood = Counts(
+        requests={"200": 500.0},
+        feature_bins={"c": {"a": 270.0, "b": 150.0, "c": 25.0, "__other__": 55.0}},
+        feature_reference={"c": reference},
+    )
+    a = analyse(flood, Thresholds(), 200, NOW)
+    assert a.verdict is Verdict.DEGRADED and a.values.input_drift[0].bins == 3  # a, b, c with __other__
+    assert a.reasons[0].startswith("inputDrift 'c': effect ")

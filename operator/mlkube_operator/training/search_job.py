@@ -165,7 +165,9 @@ def score_trial(prep: Prepared, params: dict[str, Any], metric: Metric) -> tuple
     try:
         estimator.set_params(**params)
         estimator._validate_params()
-    except (InvalidParameterError, TypeError, ValueError) as err:
+    except InvalidParameterError as err:  # scikit-learn's message names the parameter and the class
+        raise TrialFailure(Reason.INVALID_PARAMETERS, str(err)) from err
+    except (TypeError, ValueError) as err:
         raise TrialFailure(Reason.INVALID_PARAMETERS, f"{type(estimator).__name__}: {err}") from err
     scores: list[float] = []
     for train_idx, val_idx in prep.folds.split(prep.x_train, prep.y_train):

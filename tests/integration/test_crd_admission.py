@@ -69,3 +69,38 @@ def test_invalid_specs_meet_the_api_server(dev_cluster: Any, namespace: str, pat
                 "trainingrun-search-log-nonpositive": "low must be greater than 0 on a log scale",
             }[path.stem]
             assert message in out, out
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("target: y", "reject"),  # a YAML 1.1 boolean to kubectl and the API server; a string to PyYAML
+        ("target: 'y'", "accept"),
+        ("target: no", "reject"),
+        ("target: target", "accept"),
+    ],
+)
+def test_mlkube_validate_reads_yaml_as_the_api_server_does(
+    dev_cluster: Any, namespace: str, tmp_path: Path, text: str, verdict: str
+) -> None:
+    """`mlkube validate` and `kubectl apply` agree on YAML 1.1 scalars (issue 13, finding 8)."""
+    import io
+
+    from mlkube_operator.validate import validate
+
+    path = tmp_path / "ds.yaml"
+    path.write_text(
+        "apiVersion: mlkube.io/v1alpha1\nkind: Dataset\nmetadata: {name: yaml11}\n"
+        f"spec:\n  source: {{builtin: iris}}\n  {text}\n"
+    )
+    out = kubectl(
+        dev_cluster.kubeconfig, "-n", namespace, "apply", "--dry-run=server", "-f", str(path), check=False
+    )
+    report = io.StringIO()
+    invalid = validate([path], report)
+    if verdict == "accept":
+        assert "created (server dry run)" in out, out
+        assert invalid == 0, report.getvalue()
+    else:
+        assert "created" not in out and "spec.target" in out, out
+        assert invalid == 1 and "spec.target" in report.getvalue(), report.getvalue()

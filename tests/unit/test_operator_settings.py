@@ -65,3 +65,27 @@ def test_quiet_filter_drops_only_kopf_success_lines() -> None:
     assert quiet.filter(record("kopf.objects", logging.ERROR, "Handler 'dataset_event' failed: x"))
     assert quiet.filter(record("kopf.objects", logging.INFO, "Created Job iris-profile-1"))
     assert quiet.filter(record("mlkube_operator.main", logging.INFO, "Leading: it succeeded."))
+
+
+def test_json_log_format_writes_one_object_per_line_and_stays_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from mlkube_operator.main import configure_logging
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        configure_logging(Settings.from_env({"MLKUBE_LOG_FORMAT": "json"}))
+        logging.getLogger("mlkube_operator.main").info("Leading: %s", "starting the handlers")
+        logging.getLogger("kopf.objects").info("Timer 'model_deployment_monitor' succeeded.")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["message"] == "Leading: starting the handlers" and record["severity"] == "info"

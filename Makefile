@@ -38,8 +38,8 @@ imports: $(STAMP)
 # first on PATH, so tests never depend on whatever kubectl the machine has.
 CP_PATH = PATH="$$(bash scripts/build-control-plane.sh | tail -n 1):$$PATH"
 
-# Debian's prometheus package (prometheus + promtool) for the monitoring tests, and
-# lua5.4 for the Argo CD health scripts.
+# Debian's prometheus package (prometheus + promtool) for the monitoring tests,
+# lua5.4 for the Argo CD health scripts, and postgresql for the sql Dataset sources.
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
@@ -49,6 +49,10 @@ system-deps:
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lua5.4; } || \
 	  { echo "install Lua 5.4 (Debian package 'lua5.4') to run the tests" >&2; exit 1; }
+	@compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } || \
+	  { echo "install PostgreSQL (Debian package 'postgresql') to run the tests" >&2; exit 1; }
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
@@ -56,7 +60,7 @@ test: $(STAMP) system-deps
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(STAMP)
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops tests/sources
 
 demo: $(STAMP)
 	$(CP_PATH) bash scripts/demo.sh

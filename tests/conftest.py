@@ -23,12 +23,19 @@ import pytest
 from mlkube_operator.devcluster import cluster
 from mlkube_operator.devcluster.binaries import BinariesNotFound, find_binaries
 from mlkube_operator.devcluster.testing import DevClusterHandle, wait_for
+from servers import PostgresServer, S3Server, ServerUnavailable, postgres_server, s3_server, weed_binary
 
 _BINARIES_ERROR = pytest.StashKey[str]()
+_S3_ERROR = pytest.StashKey[str]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build (or find) the control-plane binaries before any test's timeout starts ticking."""
+    """Build (or find) the control-plane binaries and the S3 server before any test's timeout starts ticking."""
+    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            os.environ["MLKUBE_WEED"] = weed_binary()
+        except ServerUnavailable as exc:
+            session.config.stash[_S3_ERROR] = str(exc)
     if not any(item.get_closest_marker("cluster") for item in session.items):
         return
     try:
@@ -112,3 +119,26 @@ def namespace(dev_cluster: DevClusterHandle, request: pytest.FixtureRequest) -> 
     except kubernetes.client.exceptions.ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def s3(request: pytest.FixtureRequest) -> Iterator[S3Server]:
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1 with one identity (tests/servers.py)."""
+    error = request.config.stash.get(_S3_ERROR, None)
+    if error:
+        pytest.fail(f"S3 server unavailable: {error}", pytrace=False)
+    try:
+        with s3_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(f"S3 server unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (Debian's package) on 127.0.0.1 in a temporary data directory."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(f"PostgreSQL unavailable: {exc}", pytrace=False)

@@ -125,3 +125,30 @@ REASON_REJECTED: Final = "Rejected"  # 400/422: the API server rejected the requ
 REASON_API_UNREACHABLE: Final = "ApiUnreachable"  # no answer: connection refused, timeout
 REASON_API_ERROR: Final = "ApiError"  # any other answer: 5xx, 429, unexpected 4xx
 REASON_INTERNAL_ERROR: Final = "InternalError"  # a bug in the operator (the log has the traceback)
+
+# Environment of the Job and serving pods for object storage and SQL credentials. The
+# values come from Secrets (env valueFrom.secretKeyRef); the entrypoints read them and
+# never print them. Secret keys of an S3 credentials Secret follow the AWS convention.
+SECRET_KEY_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
+SECRET_KEY_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
+ENV_SOURCE_ACCESS_KEY_ID: Final = "MLKUBE_SOURCE_AWS_ACCESS_KEY_ID"
+ENV_SOURCE_SECRET_ACCESS_KEY: Final = "MLKUBE_SOURCE_AWS_SECRET_ACCESS_KEY"
+ENV_SOURCE_SQL_URL: Final = "MLKUBE_SOURCE_SQL_URL"
+ENV_ARTIFACT_STORE: Final = "MLKUBE_ARTIFACT_STORE"
+ENV_ARTIFACT_ENDPOINT: Final = "MLKUBE_ARTIFACT_ENDPOINT"
+ENV_ARTIFACT_REGION: Final = "MLKUBE_ARTIFACT_REGION"
+ENV_ARTIFACT_ACCESS_KEY_ID: Final = "MLKUBE_ARTIFACT_AWS_ACCESS_KEY_ID"
+ENV_ARTIFACT_SECRET_ACCESS_KEY: Final = "MLKUBE_ARTIFACT_AWS_SECRET_ACCESS_KEY"
+
+# Dataset refresh: re-reading a source without a spec edit (docs/data-sources.md).
+# `mlkube.io/refresh: <token>` asks for one re-read per distinct token.
+ANNOTATION_REFRESH: Final = "mlkube.io/refresh"
+REASON_REFRESHING: Final = "Refreshing"
+REASON_REFRESH_FAILED: Final = "RefreshFailed"
+REASON_DATA_CHANGED: Final = "DataChanged"
+REASON_RETRYING: Final = "RetryingSource"
+# TrainingRun: its model was trained on a Dataset version that is no longer current.
+STALE: Final = "Stale"
+REASON_DATASET_CHANGED: Final = "DatasetChanged"
+REASON_DATASET_CURRENT: Final = "DatasetCurrent"
+REASON_FOLLOWING_DATASET: Final = "FollowingDataset"

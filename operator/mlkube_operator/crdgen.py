@@ -29,7 +29,7 @@ JSON = dict[str, Any]
 # schema so the API server rejects the object before it is stored. The API server
 # checks rules against `default: {}` before nested defaults apply, hence `!has(...)`.
 _ONE_OF: dict[str, list[JSON]] = {
-    "DatasetSource": [{"required": [k]} for k in ("builtin", "url", "path", "configMap")],
+    "DatasetSource": [{"required": [k]} for k in ("builtin", "url", "path", "configMap", "s3", "sql")],
     "QualityGate": [{"required": ["minimum"]}, {"required": ["maximum"]}],
     "Parameter": [{"required": ["values"]}, {"required": ["type"]}],
 }

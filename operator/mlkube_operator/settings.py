@@ -29,6 +29,19 @@ class Settings(BaseModel):
     artifact_access_mode: str = Field(
         default="ReadWriteOnce", pattern="^(ReadWriteOnce|ReadWriteMany|ReadWriteOncePod)$"
     )
+    artifact_store: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+        description="s3://bucket/prefix: artifacts in object storage instead of the per-namespace PVC.",
+    )
+    artifact_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+/?$", description="Endpoint of an S3-compatible store."
+    )
+    artifact_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,64}$")
+    artifact_credentials_secret: str | None = Field(
+        default=None,
+        description="Secret (in each namespace) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the store.",
+    )
     allowed_estimator_prefixes: tuple[str, ...] = Field(default=("sklearn.",))
     profile_backoff_limit: int = Field(default=2, ge=0)
     profile_deadline_seconds: int = Field(default=900, ge=10)
@@ -68,6 +81,16 @@ class Settings(BaseModel):
         if not self.leader_renew_deadline_seconds < self.leader_lease_duration_seconds:
             raise ValueError("MLKUBE_LEADER_RENEW_DEADLINE_SECONDS must be less than the lease duration")
         return self
+
+    @property
+    def object_store(self) -> bool:
+        """Artifacts live in object storage (no PVC is created or mounted)."""
+        return self.artifact_store is not None
+
+    @property
+    def artifact_root(self) -> str:
+        """What Jobs are given as --artifact-root: the s3:// prefix or the PVC's mount path."""
+        return self.artifact_store.rstrip("/") if self.artifact_store else C.ARTIFACT_MOUNT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

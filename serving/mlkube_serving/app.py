@@ -343,7 +343,7 @@ class ServingApp:
         visible = self.new_id()
         feedback_id = visible
         ids = self.feedback_ids
-        if ids is not None and pred.values.ndim == 1 and ids.fits(len(pred.values)):
+        if ids is not None and pred.values.ndim == 1:
             if model.task == "classification":
                 index = pred.class_index
                 if index is None:

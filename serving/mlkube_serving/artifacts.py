@@ -7,6 +7,14 @@ the digest is checked over *those* bytes, and the same bytes are unpickled: ther
 window in which the file could be swapped between the check and the load.  Without an
 expected digest nothing is loaded at all.
 
+In a multi-node cluster the artifacts live in S3-compatible object storage
+(``s3://bucket/key`` URIs): the model is downloaded into memory with pyarrow's S3
+client and verified the same way, so a pod may land on any node.  The store's
+endpoint, region and credentials come from ``MLKUBE_ARTIFACT_ENDPOINT``,
+``MLKUBE_ARTIFACT_REGION``, ``MLKUBE_ARTIFACT_AWS_ACCESS_KEY_ID`` and
+``MLKUBE_ARTIFACT_AWS_SECRET_ACCESS_KEY`` (set from a Secret by the operator), like an
+AWS SDK reads its own environment; they never appear in a message.
+
 ``metadata.json`` and ``profile.json`` are plain JSON and are validated with pydantic, so
 a malformed one is a clear refusal reason instead of an ``AttributeError`` later.
 """
@@ -18,7 +26,10 @@ import hmac
 import io
 import itertools
 import math
+import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
@@ -140,6 +151,95 @@ class ReferenceProfile(_Camel):
         return None
 
 
+_S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+)$")
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object in S3-compatible storage, reached with the MLKUBE_ARTIFACT_* environment."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def parent(self) -> S3Object:
+        return S3Object(self.bucket, self.key.rsplit("/", 1)[0] if "/" in self.key else "")
+
+    def __truediv__(self, name: str) -> S3Object:
+        return S3Object(self.bucket, f"{self.key.rstrip('/')}/{name}" if self.key else name)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+Location = Path | S3Object
+
+
+def _s3_filesystem(env: Mapping[str, str] | None = None) -> Any:
+    from pyarrow import fs as pafs
+
+    env = os.environ if env is None else env
+    kwargs: dict[str, Any] = {
+        "region": env.get("MLKUBE_ARTIFACT_REGION") or "us-east-1",
+        "connect_timeout": 5,
+        "request_timeout": 60,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+    }
+    endpoint = env.get("MLKUBE_ARTIFACT_ENDPOINT")
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        kwargs["force_virtual_addressing"] = False
+    key, secret = (
+        env.get("MLKUBE_ARTIFACT_AWS_ACCESS_KEY_ID"),
+        env.get("MLKUBE_ARTIFACT_AWS_SECRET_ACCESS_KEY"),
+    )
+    if key and secret:
+        kwargs.update(access_key=key, secret_key=secret)
+    else:
+        kwargs["anonymous"] = True
+    return pafs.S3FileSystem(**kwargs)
+
+
+def read_location(location: Location) -> bytes:
+    """The bytes at a path or an S3 object; FileNotFoundError or OSError (without credentials) otherwise."""
+    if isinstance(location, Path):
+        return location.read_bytes()
+    from pyarrow import fs as pafs
+
+    filesystem = _s3_filesystem()
+    path = f"{location.bucket}/{location.key}"
+    try:
+        if filesystem.get_file_info(path).type != pafs.FileType.File:
+            raise FileNotFoundError(location.uri)
+        with filesystem.open_input_stream(path) as stream:
+            data: bytes = stream.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        text = str(exc)
+        for name in ("MLKUBE_ARTIFACT_AWS_SECRET_ACCESS_KEY", "MLKUBE_ARTIFACT_AWS_ACCESS_KEY_ID"):
+            value = os.environ.get(name)
+            if value:
+                text = text.replace(value, "***")
+        raise OSError(text.strip().splitlines()[0] if text.strip() else "S3 error") from None
+    return data
+
+
+def resolve_location(uri: str) -> Location:
+    """A file path, or an S3 object for ``s3://bucket/key``."""
+    if uri.startswith("s3://"):
+        match = _S3_URI_RE.match(uri)
+        if match is None:
+            raise LoadRefused("UnsupportedUri", f"{uri!r} is not an s3://bucket/key URI")
+        return S3Object(match["bucket"], match["key"])
+    return resolve_uri(uri)
+
+
 def resolve_uri(uri: str) -> Path:
     """``file:///a/b``, ``file://localhost/a/b`` or a plain path -> Path; other schemes are refused."""
     if "://" not in uri:
@@ -147,7 +247,7 @@ def resolve_uri(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         raise LoadRefused(
-            "UnsupportedUri", f"unsupported URI scheme {parsed.scheme!r} in {uri!r}; use file://"
+            "UnsupportedUri", f"unsupported URI scheme {parsed.scheme!r} in {uri!r}; use file:// or s3://"
         )
     if parsed.netloc not in ("", "localhost"):
         raise LoadRefused("UnsupportedUri", f"file URI with a remote host {parsed.netloc!r}: {uri!r}")
@@ -168,19 +268,21 @@ def parse_sha256(value: str | None) -> str:
     return match.group(1).lower()
 
 
-def model_path(uri: str | None) -> Path:
+def model_path(uri: str | None) -> Location:
     if not uri:
         raise LoadRefused("NoModelUri", "no model URI was given (--model-uri / MLKUBE_MODEL_URI)")
-    path = resolve_uri(uri)
-    if path.is_dir():
+    if uri.startswith("s3://") and uri.endswith("/"):
+        uri += MODEL_FILE
+    path = resolve_location(uri)
+    if isinstance(path, Path) and path.is_dir():
         path = path / MODEL_FILE
     return path
 
 
-def read_verified(path: Path, expected_sha256: str) -> bytes:
+def read_verified(path: Location, expected_sha256: str) -> bytes:
     """The file's bytes, only if their sha256 is ``expected_sha256`` (already normalised)."""
     try:
-        data = path.read_bytes()
+        data = read_location(path)
     except FileNotFoundError:
         raise LoadRefused("ModelNotFound", f"model file {str(path)!r} does not exist") from None
     except OSError as exc:
@@ -201,16 +303,16 @@ def unpickle(data: bytes) -> Any:
     return joblib.load(io.BytesIO(data))
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Location, what: str) -> Any:
     try:
-        return orjson.loads(path.read_bytes())
+        return orjson.loads(read_location(path))
     except FileNotFoundError:
         raise
     except (OSError, orjson.JSONDecodeError) as exc:
         raise LoadRefused(f"{what}Invalid", f"cannot read {what.lower()} {str(path)!r}: {exc}") from None
 
 
-def load_metadata(model_file: Path) -> ModelMetadata | None:
+def load_metadata(model_file: Location) -> ModelMetadata | None:
     """``metadata.json`` beside the model; None when there is none (the model alone is then described)."""
     path = model_file.parent / METADATA_FILE
     try:
@@ -224,7 +326,7 @@ def load_metadata(model_file: Path) -> ModelMetadata | None:
 
 
 def load_profile(uri: str) -> ReferenceProfile:
-    path = resolve_uri(uri)
+    path = resolve_location(uri)
     try:
         raw = _read_json(path, "Profile")
     except FileNotFoundError:

@@ -78,8 +78,6 @@ MAX_PAYLOAD_BYTES = 3000
 
 
 def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -89,9 +87,6 @@ def _varint(n: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
-
-
-_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -133,13 +128,6 @@ class FeedbackIds:
         self.tag = bytes.fromhex(sha256_hex[: 2 * _TAG_BYTES])
         self.n_classes = n_classes
         self.bits = max(1, (n_classes - 1).bit_length()) if n_classes else 0
-        self._classes_header = bytes((_VERSION,)) + self.tag + bytes((_CLASSES, self.bits))
-        self._values_header = bytes((_VERSION,)) + self.tag + bytes((_VALUES,))
-
-    def fits(self, rows: int) -> bool:
-        """Whether a prediction of this many rows can be carried in an id."""
-        per_row = self.bits if self.n_classes is not None else 64
-        return rows > 0 and rows * per_row <= 8 * MAX_PAYLOAD_BYTES and self.bits <= 16
 
     def encode(
         self, visible: str, class_index: npt.NDArray[Any] | None, values: npt.NDArray[Any] | None
@@ -152,7 +140,7 @@ class FeedbackIds:
             rows = len(index)
             if rows * self.bits > 8 * MAX_PAYLOAD_BYTES:
                 return None
-            header = self._classes_header + _varint(rows)
+            header = bytes((_VERSION,)) + self.tag + bytes((_CLASSES, self.bits)) + _varint(rows)
             if rows <= 64:
                 # Small requests (the usual case): Python ints beat numpy's per-call overhead.
                 acc = 0
@@ -175,7 +163,7 @@ class FeedbackIds:
             vals = np.asarray(values, dtype=np.float64)
             if vals.ndim != 1 or not len(vals) or 8 * len(vals) > MAX_PAYLOAD_BYTES:
                 return None
-            header = self._values_header + _varint(len(vals))
+            header = bytes((_VERSION,)) + self.tag + bytes((_VALUES,)) + _varint(len(vals))
             data = vals.astype("<f8").tobytes()
         else:
             return None

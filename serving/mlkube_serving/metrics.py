@@ -29,7 +29,6 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from . import metric_names as N
 from .artifacts import ColumnProfile, ReferencePredictions, ReferenceProfile
 from .schema import InputSchema
 
@@ -222,22 +221,22 @@ class ServingMetrics(Collector):
         self.model = model_name
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = _Counter(
-            N.REQUESTS, "HTTP requests by route template and status code.", ["model", "route", "code"]
+            "mlkube_requests", "HTTP requests by route template and status code.", ["model", "route", "code"]
         )
         self.duration = _Histogram(
-            N.REQUEST_DURATION,
+            "mlkube_request_duration_seconds",
             "Time from receiving a request to sending its response, by route template.",
             ["model", "route"],
             LATENCY_BUCKETS,
         )
         self.batch_size = _Histogram(
-            N.BATCH_SIZE, "Rows per coalesced predict call.", ["model"], BATCH_BUCKETS
+            "mlkube_batch_size", "Rows per coalesced predict call.", ["model"], BATCH_BUCKETS
         )
         self.batch_requests = _Histogram(
-            N.BATCH_REQUESTS, "Requests coalesced into one predict call.", ["model"], BATCH_BUCKETS
+            "mlkube_batch_requests", "Requests coalesced into one predict call.", ["model"], BATCH_BUCKETS
         )
         self.feedback = _Counter(
-            N.FEEDBACK,
+            "mlkube_feedback",
             "Feedback outcomes: correct, incorrect, scored (regression), unknown_id.",
             ["model", "outcome"],
         )
@@ -333,7 +332,7 @@ class ServingMetrics(Collector):
             target = profile.target_profile if profile is not None else None
             edges = _edges_of(target)
             self.prediction_value = _Histogram(
-                N.PREDICTION_VALUE,
+                "mlkube_prediction_value",
                 "Regression predictions (buckets: the target's reference bin edges when known).",
                 ["model"],
                 edges or DEFAULT_VALUE_BUCKETS,
@@ -482,13 +481,13 @@ class ServingMetrics(Collector):
         yield self.batch_size.family()
         yield self.batch_requests.family()
         ready = GaugeMetricFamily(
-            N.MODEL_READY, "1 once the model is loaded and warmed up.", labels=["model"]
+            "mlkube_model_ready", "1 once the model is loaded and warmed up.", labels=["model"]
         )
         ready.add_metric([m], 1.0 if self.ready else 0.0)
         yield ready
         if self.info is not None:
             info = GaugeMetricFamily(
-                N.MODEL_INFO,
+                "mlkube_model_info",
                 "The served model's identity (always 1).",
                 labels=["model", "sha256", "version"],
             )
@@ -496,7 +495,7 @@ class ServingMetrics(Collector):
             yield info
         if self.class_counts is not None:
             fam = CounterMetricFamily(
-                N.PREDICTIONS, "Predictions by predicted class.", labels=["model", "class"]
+                "mlkube_predictions", "Predictions by predicted class.", labels=["model", "class"]
             )
             for label, count in zip(self.class_labels, self.class_counts.tolist(), strict=True):
                 fam.add_metric([m, label], float(count))
@@ -505,7 +504,7 @@ class ServingMetrics(Collector):
             yield self.prediction_value.family()
         if self.prediction_bins is not None:
             fam = CounterMetricFamily(
-                N.PREDICTION_BIN,
+                "mlkube_prediction_bin",
                 "Regression predictions on the target's reference bin edges (same bins as mlkube_feature_bin).",
                 labels=["model", "bin"],
             )
@@ -515,16 +514,16 @@ class ServingMetrics(Collector):
         if self.bins is not None:
             yield self.bins.family(
                 m,
-                N.FEATURE_BIN,
+                "mlkube_feature_bin",
                 "Input values per feature, counted on the reference profile's bin edges.",
             )
         if self.levels is not None:
             yield self.levels.family(
-                m, N.FEATURE_LEVEL, "Categorical input values per feature and reference level."
+                m, "mlkube_feature_level", "Categorical input values per feature and reference level."
             )
         if self.feature_reference:
             ref = GaugeMetricFamily(
-                N.FEATURE_REFERENCE_RATIO,
+                "mlkube_feature_reference_ratio",
                 "The reference profile's fraction per feature bin (numeric) or level (categorical), "
                 "on the labels of mlkube_feature_bin_total / mlkube_feature_level_total.",
                 labels=["model", "feature", "bin"],
@@ -534,7 +533,7 @@ class ServingMetrics(Collector):
             yield ref
         if self.prediction_reference:
             ref = GaugeMetricFamily(
-                N.PREDICTION_REFERENCE_RATIO,
+                "mlkube_prediction_reference_ratio",
                 "The model's own predictions on its held-out rows: fraction per class of mlkube_predictions_total.",
                 labels=["model", "bin"],
             )
@@ -543,7 +542,7 @@ class ServingMetrics(Collector):
             yield ref
         if self.score_bins is not None:
             fam = CounterMetricFamily(
-                N.PREDICTION_SCORE_BIN,
+                "mlkube_prediction_score_bin",
                 "Prediction scores (positive-class or largest probability; regression: the prediction) "
                 "on the quantile bins of the model's own scores on its held-out rows.",
                 labels=["model", "bin"],
@@ -552,7 +551,7 @@ class ServingMetrics(Collector):
                 fam.add_metric([m, label], value)
             yield fam
             ref = GaugeMetricFamily(
-                N.PREDICTION_SCORE_REFERENCE_RATIO,
+                "mlkube_prediction_score_reference_ratio",
                 "The held-out rows' share per bin of mlkube_prediction_score_bin_total.",
                 labels=["model", "bin"],
             )
@@ -561,7 +560,7 @@ class ServingMetrics(Collector):
             yield ref
         if self.feature_reference_rows:
             rows = GaugeMetricFamily(
-                N.FEATURE_REFERENCE_ROWS,
+                "mlkube_feature_reference_rows",
                 "Non-missing rows behind each feature's reference fractions (the test counts their noise).",
                 labels=["model", "feature"],
             )
@@ -570,7 +569,7 @@ class ServingMetrics(Collector):
             yield rows
         if self.prediction_reference_rows is not None:
             g = GaugeMetricFamily(
-                N.PREDICTION_REFERENCE_ROWS,
+                "mlkube_prediction_reference_rows",
                 "Held-out rows behind the prediction references and mlkube_reference_accuracy.",
                 labels=["model"],
             )
@@ -578,7 +577,7 @@ class ServingMetrics(Collector):
             yield g
         if self.reference_accuracy is not None:
             g = GaugeMetricFamily(
-                N.REFERENCE_ACCURACY, "The model's accuracy on its held-out rows.", labels=["model"]
+                "mlkube_reference_accuracy", "The model's accuracy on its held-out rows.", labels=["model"]
             )
             g.add_metric([m], self.reference_accuracy)
             yield g
@@ -587,11 +586,11 @@ class ServingMetrics(Collector):
         if self.task == "regression":
             for name, (count, total), doc in (
                 (
-                    N.FEEDBACK_SQUARED_ERROR,
+                    "mlkube_feedback_squared_error",
                     self.sq_error,
                     "Squared error of predictions with feedback.",
                 ),
-                (N.FEEDBACK_ABS_ERROR, self.abs_error, "Absolute error of predictions with feedback."),
+                ("mlkube_feedback_abs_error", self.abs_error, "Absolute error of predictions with feedback."),
             ):
                 summ = SummaryMetricFamily(name, doc, labels=["model"])
                 summ.add_metric([m], count_value=int(count), sum_value=total)

@@ -24,7 +24,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_uri: str | None = Field(default=None, description="file:// URI or path of model.joblib.")
+    model_uri: str | None = Field(default=None, description="file:// URI, path or s3:// URI of model.joblib.")
     model_sha256: str | None = Field(
         default=None, description="Expected sha256 of model.joblib; without it the model is never loaded."
     )
@@ -36,7 +36,8 @@ class Settings(BaseModel):
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on (0: any free port).")
     reference_profile: str | None = Field(
-        default=None, description="file:// URI or path of the dataset's profile.json (drift bin edges)."
+        default=None,
+        description="file:// URI, path or s3:// URI of the dataset's profile.json (drift bin edges).",
     )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted."

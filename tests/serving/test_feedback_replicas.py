@@ -210,14 +210,3 @@ def test_ids_stay_short_for_typical_requests() -> None:
     ids = FeedbackIds("0" * 64, 3)
     rid = ids.encode("0123456789ab-1", np.array([2]), None)
     assert rid is not None and len(rid) <= len("0123456789ab-1") + 20
-
-
-def test_fits_matches_what_encode_accepts() -> None:
-    for n_classes in (2, 3, 256, 40000, None):
-        ids = FeedbackIds("cd" * 32, n_classes)
-        for rows in (1, 100, 3000, 12000, 24000, 100_000):
-            if n_classes is None:
-                encoded = ids.encode("v", None, np.zeros(rows))
-            else:
-                encoded = ids.encode("v", np.zeros(rows, dtype=np.intp), None)
-            assert ids.fits(rows) == (encoded is not None), (n_classes, rows)

@@ -198,8 +198,11 @@ class Kube:
 
         Unlike the other children it is not re-applied: its access modes and storage
         class are immutable and its size may only grow, so re-applying would undo (or
-        fail on) an administrator's resize.
+        fail on) an administrator's resize. Nothing to do when the artifacts live in
+        object storage (MLKUBE_ARTIFACT_STORE).
         """
+        if settings.object_store:
+            return
         call = Call("get", "persistentvolumeclaims", namespace, settings.artifact_pvc)
         if self._call(
             call, self.core.read_namespaced_persistent_volume_claim, settings.artifact_pvc, namespace

@@ -27,8 +27,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlkube_serving import metric_names as N
-
 from ..analysis.counts import Counts
 from ..errors import TemporaryFailure
 
@@ -55,20 +53,20 @@ class Series:
 
 
 SERIES = (
-    Series("requests", N.total(N.REQUESTS), ("code",), counter=True, model_routes=True),
-    Series("latency", N.bucket(N.REQUEST_DURATION), ("le",), counter=True, model_routes=True),
-    Series("feature_bins", N.total(N.FEATURE_BIN), ("feature", "bin"), counter=True),
-    Series("feature_levels", N.total(N.FEATURE_LEVEL), ("feature", "level"), counter=True),
-    Series("predictions", N.total(N.PREDICTIONS), ("class",), counter=True),
-    Series("prediction_bins", N.total(N.PREDICTION_BIN), ("bin",), counter=True),
-    Series("feedback", N.total(N.FEEDBACK), ("outcome",), counter=True),
-    Series("feature_reference", N.FEATURE_REFERENCE_RATIO, ("feature", "bin"), counter=False),
-    Series("prediction_reference", N.PREDICTION_REFERENCE_RATIO, ("bin",), counter=False),
-    Series("prediction_scores", N.total(N.PREDICTION_SCORE_BIN), ("bin",), counter=True),
-    Series("prediction_score_reference", N.PREDICTION_SCORE_REFERENCE_RATIO, ("bin",), counter=False),
-    Series("feature_reference_rows", N.FEATURE_REFERENCE_ROWS, ("feature",), counter=False),
-    Series("prediction_reference_rows", N.PREDICTION_REFERENCE_ROWS, (), counter=False),
-    Series("reference_accuracy", N.REFERENCE_ACCURACY, (), counter=False),
+    Series("requests", "mlkube_requests_total", ("code",), counter=True, model_routes=True),
+    Series("latency", "mlkube_request_duration_seconds_bucket", ("le",), counter=True, model_routes=True),
+    Series("feature_bins", "mlkube_feature_bin_total", ("feature", "bin"), counter=True),
+    Series("feature_levels", "mlkube_feature_level_total", ("feature", "level"), counter=True),
+    Series("predictions", "mlkube_predictions_total", ("class",), counter=True),
+    Series("prediction_bins", "mlkube_prediction_bin_total", ("bin",), counter=True),
+    Series("feedback", "mlkube_feedback_total", ("outcome",), counter=True),
+    Series("feature_reference", "mlkube_feature_reference_ratio", ("feature", "bin"), counter=False),
+    Series("prediction_reference", "mlkube_prediction_reference_ratio", ("bin",), counter=False),
+    Series("prediction_scores", "mlkube_prediction_score_bin_total", ("bin",), counter=True),
+    Series("prediction_score_reference", "mlkube_prediction_score_reference_ratio", ("bin",), counter=False),
+    Series("feature_reference_rows", "mlkube_feature_reference_rows", ("feature",), counter=False),
+    Series("prediction_reference_rows", "mlkube_prediction_reference_rows", (), counter=False),
+    Series("reference_accuracy", "mlkube_reference_accuracy", (), counter=False),
 )
 
 
@@ -83,7 +81,7 @@ def build_queries(namespace: str, model: str, sha256: str, window_seconds: int) 
     window = f"[{int(window_seconds)}s]"
     pods = (
         "max by (namespace, pod) "
-        f"(max_over_time({N.MODEL_INFO}{{{selector},sha256={string_literal(sha256)}}}{window}))"
+        f"(max_over_time(mlkube_model_info{{{selector},sha256={string_literal(sha256)}}}{window}))"
     )
     queries = {PODS: pods}
     for s in SERIES:

@@ -12,22 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-
-from mlkube_serving import metric_names as N
-
-# Exported sample names, spelt once (counters end in _total, histogram buckets in _bucket).
-_FEATURE_BIN_TOTAL: Final = N.total(N.FEATURE_BIN)
-_FEATURE_LEVEL_TOTAL: Final = N.total(N.FEATURE_LEVEL)
-_FEEDBACK_TOTAL: Final = N.total(N.FEEDBACK)
-_PREDICTIONS_TOTAL: Final = N.total(N.PREDICTIONS)
-_PREDICTION_BIN_TOTAL: Final = N.total(N.PREDICTION_BIN)
-_PREDICTION_SCORE_BIN_TOTAL: Final = N.total(N.PREDICTION_SCORE_BIN)
-_REQUESTS_TOTAL: Final = N.total(N.REQUESTS)
-_REQUEST_DURATION_BUCKET: Final = N.bucket(N.REQUEST_DURATION)
 
 _MODEL_ROUTE_PREFIXES = ("/v1/models/", "/v2/models/")
 _MODEL_ROUTE_SUFFIXES = (":predict", "/infer")
@@ -87,40 +74,40 @@ def counts_from_families(families: Iterable[Metric]) -> Counts:
     for family in families:
         for s in family.samples:
             name, labels, value = s.name, s.labels, float(s.value)
-            if name == _REQUESTS_TOTAL:
+            if name == "mlkube_requests_total":
                 if is_model_route(labels.get("route", "")):
                     _add(c.requests, labels.get("code", ""), value)
-            elif name == _REQUEST_DURATION_BUCKET:
+            elif name == "mlkube_request_duration_seconds_bucket":
                 if is_model_route(labels.get("route", "")):
                     le = float(labels["le"])  # float("+Inf") == math.inf
                     c.latency[le] = c.latency.get(le, 0.0) + value
-            elif name == _FEATURE_BIN_TOTAL:
+            elif name == "mlkube_feature_bin_total":
                 _add(c.feature_bins.setdefault(labels["feature"], {}), labels["bin"], value)
-            elif name == _FEATURE_LEVEL_TOTAL:
+            elif name == "mlkube_feature_level_total":
                 _add(c.feature_bins.setdefault(labels["feature"], {}), labels["level"], value)
-            elif name == _PREDICTIONS_TOTAL:
+            elif name == "mlkube_predictions_total":
                 _add(c.predictions, labels["class"], value)
-            elif name == _PREDICTION_BIN_TOTAL:
+            elif name == "mlkube_prediction_bin_total":
                 _add(c.predictions, labels["bin"], value)
-            elif name == _FEEDBACK_TOTAL:
+            elif name == "mlkube_feedback_total":
                 _add(c.feedback, labels["outcome"], value)
-            elif name == N.FEATURE_REFERENCE_RATIO:
+            elif name == "mlkube_feature_reference_ratio":
                 c.feature_reference.setdefault(labels["feature"], {})[labels["bin"]] = value
-            elif name == N.PREDICTION_REFERENCE_RATIO:
+            elif name == "mlkube_prediction_reference_ratio":
                 c.prediction_reference[labels["bin"]] = value
-            elif name == _PREDICTION_SCORE_BIN_TOTAL:
+            elif name == "mlkube_prediction_score_bin_total":
                 _add(c.prediction_scores, labels["bin"], value)
-            elif name == N.PREDICTION_SCORE_REFERENCE_RATIO:
+            elif name == "mlkube_prediction_score_reference_ratio":
                 c.prediction_score_reference[labels["bin"]] = value
-            elif name == N.FEATURE_REFERENCE_ROWS:
+            elif name == "mlkube_feature_reference_rows":
                 c.feature_reference_rows[labels["feature"]] = value
-            elif name == N.PREDICTION_REFERENCE_ROWS:
+            elif name == "mlkube_prediction_reference_rows":
                 c.prediction_reference_rows = value
-            elif name == N.REFERENCE_ACCURACY:
+            elif name == "mlkube_reference_accuracy":
                 c.reference_accuracy = value
-            elif name == N.MODEL_INFO:
+            elif name == "mlkube_model_info":
                 c.model_sha256 = labels.get("sha256")
-            elif name == N.MODEL_READY:
+            elif name == "mlkube_model_ready":
                 c.ready = value == 1.0
             elif name == "process_start_time_seconds":
                 c.start_time = value

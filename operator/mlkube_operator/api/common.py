@@ -72,6 +72,13 @@ class ConfigMapKeyReference(ApiModel):
     )
 
 
+class SecretKeyReference(ApiModel):
+    name: K8sName = Field(description="Secret name, in the resource's namespace.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
+        Field(description="Key of the Secret.")
+    )
+
+
 class Resources(ApiModel):
     """Compute resources for the Job or serving containers (requests and limits)."""
 

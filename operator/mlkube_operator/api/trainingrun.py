@@ -7,6 +7,7 @@ Fitting happens in a Job; the status is the receipt: which dataset bytes went in
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import Field, StringConstraints, model_validator
@@ -55,8 +56,20 @@ class QualityGate(ApiModel):
         return self
 
 
+class DatasetPolicy(StrEnum):
+    """What a finished run does when its Dataset's content changes (a refresh read new data)."""
+
+    PIN = "Pin"
+    FOLLOW = "Follow"
+
+
 class TrainingRunSpec(ApiModel):
     dataset_ref: LocalObjectReference = Field(description="The Dataset to train on (same namespace).")
+    dataset_policy: DatasetPolicy = Field(
+        default=DatasetPolicy.PIN,
+        description="Pin: keep the model and set the Stale condition when the Dataset's contentHash moves; "
+        "Follow: train again on the new data (the model is replaced once the new one is trained).",
+    )
     estimator: Estimator
     split: Split = Field(default_factory=Split)
     metrics: list[Metric] = Field(
@@ -70,6 +83,12 @@ class TrainingRunSpec(ApiModel):
         default=None,
         description="Hyperparameter search: the best trial's parameters are refitted into the run's model.",
     )
+
+    @model_validator(mode="after")
+    def _follow_without_search(self) -> Self:
+        if self.dataset_policy is DatasetPolicy.FOLLOW and self.search is not None:
+            raise ValueError("datasetPolicy Follow cannot be combined with search yet; use Pin")
+        return self
 
 
 class ModelArtifact(StatusModel):
@@ -85,6 +104,12 @@ class ModelArtifact(StatusModel):
 class TrainingRunStatus(StatusModel):
     observed_generation: int | None = None
     conditions: Conditions
+    dataset_current_hash: str | None = Field(
+        default=None, description="The Dataset's contentHash now (differs from model.datasetHash when Stale)."
+    )
+    follow_round: int = Field(
+        default=0, description="Retrains of this generation that followed new Dataset contents (Follow)."
+    )
     job_name: str | None = None
     dataset_hash: str | None = None
     task: str | None = Field(default=None, description="classification or regression.")

@@ -17,13 +17,13 @@ from ..adapters.kube import Kube
 from ..api.dataset import DatasetStatus
 from ..api.trainingrun import TrainingRunStatus
 from ..errors import ApiError, Conflict, immutable_field_changed
+from ..reconcile.dataset import current_read, plan_dataset, profile_job_name
 from ..reconcile.dataset import is_settled as dataset_settled
-from ..reconcile.dataset import plan_dataset, profile_job_name
 from ..reconcile.jobs import JobPhase, JobView, view_job
 from ..reconcile.plan import Plan
 from ..reconcile.search import SearchView, search_job_name, view_search
+from ..reconcile.trainingrun import current_round, plan_training_run, training_job_name
 from ..reconcile.trainingrun import is_settled as run_settled
-from ..reconcile.trainingrun import plan_training_run, training_job_name
 from . import resync
 from .lifecycle import post_event, runtime
 from .outcome import FAILURES, guard, guard_each, retry_later, write_status
@@ -74,10 +74,12 @@ def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]
     generation = int(meta["generation"])
-    if dataset_settled(DatasetStatus.model_validate(obj.get("status") or {}), generation):
-        job = UNREAD
+    status = DatasetStatus.model_validate(obj.get("status") or {})
+    if dataset_settled(status, generation) and not status.refreshing:
+        job = UNREAD  # the planner only decides whether a re-read is due
     else:
-        job = _job_view(rt.kube, meta["namespace"], profile_job_name(meta["name"], generation))
+        name = profile_job_name(meta["name"], generation, current_read(obj))
+        job = _job_view(rt.kube, meta["namespace"], name)
     plan = plan_dataset(obj, job, datetime.now(UTC), rt.settings)
     _apply(rt.kube, DATASETS, obj, plan, logger)
 
@@ -87,32 +89,35 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     rt = runtime()
     meta = obj["metadata"]
     namespace, generation = meta["namespace"], int(meta["generation"])
+    # The Dataset is always read: its current contentHash decides Stale (and Follow's retrains).
+    ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
+    dataset = rt.kube.get_custom(DATASETS, namespace, ref) if isinstance(ref, str) and ref else None
     if run_settled(TrainingRunStatus.model_validate(obj.get("status") or {}), generation):
-        plan = plan_training_run(obj, None, UNREAD, datetime.now(UTC), rt.settings)
+        plan = plan_training_run(obj, dataset, UNREAD, datetime.now(UTC), rt.settings)
         _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
         return
-    job = _job_view(rt.kube, namespace, training_job_name(meta["name"], generation))
+    job = _job_view(rt.kube, namespace, training_job_name(meta["name"], generation, current_round(obj)))
     search: SearchView | None = None
     if (obj.get("spec") or {}).get("search"):
         # The trials' pods are read even while the search runs: status shows the best so far.
         search_job = search_job_name(meta["name"], generation)
         found = rt.kube.get_job(namespace, search_job)
         search = view_search(found, rt.kube.job_pods(namespace, search_job) if found else [])
-    dataset = None
-    if job.phase is JobPhase.MISSING:
-        ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
-        dataset = rt.kube.get_custom(DATASETS, namespace, ref) if isinstance(ref, str) and ref else None
     plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings, search)
     _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
 
 
 @kopf.index(C.GROUP, C.VERSION, TRAINING_RUNS)
 def waiting_runs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], JSON] | None:
-    """(namespace, dataset) -> TrainingRuns of that Dataset whose generation has no verdict yet."""
+    """(namespace, dataset) -> TrainingRuns of that Dataset.
+
+    All of them, not only those waiting for it: a finished run learns from a Dataset
+    event that its model is stale, or (datasetPolicy Follow) trains again. A settled
+    run costs one GET of its Dataset, never a read of its Jobs.
+    """
     obj = dict(body)
     ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
-    status = TrainingRunStatus.model_validate(obj.get("status") or {})
-    if not isinstance(ref, str) or run_settled(status, int(obj["metadata"].get("generation") or 0)):
+    if not isinstance(ref, str):
         return None
     return {(obj["metadata"]["namespace"], ref): obj}
 

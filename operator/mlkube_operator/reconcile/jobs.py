@@ -125,16 +125,16 @@ def build_job(
     resources: Resources | None = None,
     config_map: str | None = None,
     annotations: dict[str, str] | None = None,
+    env: list[JSON] | None = None,
 ) -> JSON:
     """A hardened batch/v1 Job running one mlkube entrypoint (pure)."""
-    volumes: list[JSON] = [
-        {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifact_pvc}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[JSON] = [
-        {"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    volumes: list[JSON] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[JSON] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if not settings.object_store:
+        volumes.insert(
+            0, {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifact_pvc}}
+        )
+        mounts.insert(0, {"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT})
     if config_map:
         volumes.append({"name": "source", "configMap": {"name": config_map}})
         mounts.append({"name": "source", "mountPath": C.CONFIGMAP_MOUNT, "readOnly": True})
@@ -144,7 +144,12 @@ def build_job(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "mlkube_operator.training"],
         "args": args,
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+            *artifact_store_env(settings),
+            *(env or []),
+        ],
         "volumeMounts": mounts,
         "terminationMessagePath": C.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -201,3 +206,27 @@ def build_job(
             },
         },
     }
+
+
+def secret_env(name: str, secret: str, key: str) -> JSON:
+    """An env var from a Secret key: the value never appears in the Job's spec or args."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def artifact_store_env(settings: Settings) -> list[JSON]:
+    """How Jobs and model servers reach an object-store artifact store (nothing for the PVC)."""
+    if not settings.object_store:
+        return []
+    env: list[JSON] = [
+        {"name": C.ENV_ARTIFACT_STORE, "value": settings.artifact_root},
+        {"name": C.ENV_ARTIFACT_REGION, "value": settings.artifact_region},
+    ]
+    if settings.artifact_endpoint:
+        env.append({"name": C.ENV_ARTIFACT_ENDPOINT, "value": settings.artifact_endpoint})
+    if settings.artifact_credentials_secret:
+        secret = settings.artifact_credentials_secret
+        env += [
+            secret_env(C.ENV_ARTIFACT_ACCESS_KEY_ID, secret, C.SECRET_KEY_ACCESS_KEY_ID),
+            secret_env(C.ENV_ARTIFACT_SECRET_ACCESS_KEY, secret, C.SECRET_KEY_SECRET_ACCESS_KEY),
+        ]
+    return env

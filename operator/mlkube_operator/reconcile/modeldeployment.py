@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import artifacts
 from .. import constants as C
 from ..analysis.canary import Comparison
 from ..api.common import ConditionStatus
@@ -43,6 +44,7 @@ from ..api.trainingrun import TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition
+from .jobs import artifact_store_env
 from .monitoring import build_retrain_run, record_verdict, retrain_run_name, spec_digest
 from .naming import child_name, labels, owner_reference
 from .plan import Event, transitioned
@@ -112,19 +114,20 @@ def served_model(run_name: str, run: JSON | None) -> tuple[ServedModel | None, s
             uri=model.uri,
             sha256=model.sha256,
             dataset_hash=model.dataset_hash,
-            reference_profile=_reference_profile(run, model.dataset_hash),
+            reference_profile=_reference_profile(run, model.dataset_hash, model.uri),
         ),
         "",
     )
 
 
-def _reference_profile(run: JSON, dataset_hash: str | None) -> str | None:
-    """profile.json of the dataset the model was trained on (beside its data.csv)."""
+def _reference_profile(run: JSON, dataset_hash: str | None, model_uri: str) -> str | None:
+    """profile.json of the dataset the model was trained on (beside its data.csv, in the model's store)."""
     ds = ((run.get("spec") or {}).get("datasetRef") or {}).get("name")
     if not ds or not dataset_hash:
         return None
-    namespace = (run.get("metadata") or {}).get("namespace")
-    return f"{C.ARTIFACT_MOUNT}/datasets/{namespace}/{ds}/{dataset_hash}/profile.json"
+    namespace = str((run.get("metadata") or {}).get("namespace"))
+    where = artifacts.dataset_dir(namespace, ds, dataset_hash) / "profile.json"
+    return artifacts.location(where, artifacts.root_of(model_uri))
 
 
 def build_predictor(
@@ -174,6 +177,7 @@ def build_predictor(
         "env": [
             {"name": "MLKUBE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "HOME", "value": "/tmp"},
+            *artifact_store_env(settings),
         ],
         "ports": [{"name": C.SERVING_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
         "readinessProbe": {
@@ -188,7 +192,11 @@ def build_predictor(
             "failureThreshold": 3,
         },
         "volumeMounts": [
-            {"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT, "readOnly": True},
+            *(
+                []
+                if settings.object_store
+                else [{"name": "artifacts", "mountPath": C.ARTIFACT_MOUNT, "readOnly": True}]
+            ),
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": {
@@ -221,10 +229,16 @@ def build_predictor(
             },
             "containers": [container],
             "volumes": [
-                {
-                    "name": "artifacts",
-                    "persistentVolumeClaim": {"claimName": settings.artifact_pvc, "readOnly": True},
-                },
+                *(
+                    []
+                    if settings.object_store
+                    else [
+                        {
+                            "name": "artifacts",
+                            "persistentVolumeClaim": {"claimName": settings.artifact_pvc, "readOnly": True},
+                        }
+                    ]
+                ),
                 {"name": "tmp", "emptyDir": {}},
             ],
         },

@@ -242,9 +242,11 @@ def summarize(view: SearchView, search: Search, job_name: str, where: JSON | Non
     return status
 
 
-def trial_table_uris(namespace: str, name: str, uid: str, generation: int) -> JSON:
+def trial_table_uris(
+    namespace: str, name: str, uid: str, generation: int, root: str = C.ARTIFACT_MOUNT
+) -> JSON:
     base = search_dir(namespace, name, uid, generation)
-    return {"json": artifacts.uri(base / TRIALS_JSON), "csv": artifacts.uri(base / TRIALS_CSV)}
+    return {"json": artifacts.uri(base / TRIALS_JSON, root), "csv": artifacts.uri(base / TRIALS_CSV, root)}
 
 
 def params_text(params: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from .. import artifacts
 from .. import constants as C
 from ..api.common import ConditionStatus
 from ..api.dataset import DatasetStatus
-from ..api.trainingrun import ModelArtifact, TrainingRunSpec, TrainingRunStatus
+from ..api.trainingrun import DatasetPolicy, ModelArtifact, TrainingRunSpec, TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition, settled
@@ -43,8 +43,16 @@ SPEC_REASONS = {"InvalidEstimator", "InvalidParameters", C.REASON_INVALID_SPEC}
 KNOWN_FAILURES = {C.REASON_QUALITY_GATE_FAILED, "DatasetHashMismatch", "DatasetUnavailable"}
 
 
-def training_job_name(name: str, generation: int) -> str:
-    return child_name(name, f"train-{generation}")
+def training_job_name(name: str, generation: int, follow_round: int = 0) -> str:
+    suffix = f"train-{generation}" if follow_round == 0 else f"train-{generation}-f{follow_round}"
+    return child_name(name, suffix)
+
+
+def current_round(obj: JSON) -> int:
+    """The Follow retrain the run's status is about (0 for a new generation)."""
+    status = TrainingRunStatus.model_validate(obj.get("status") or {})
+    generation = int(obj["metadata"].get("generation") or 0)
+    return status.follow_round if status.observed_generation == generation else 0
 
 
 def is_settled(status: TrainingRunStatus, generation: int) -> bool:
@@ -77,7 +85,12 @@ def check_estimator(spec: TrainingRunSpec, settings: Settings) -> None:
 
 
 def build_training_job(
-    obj: JSON, spec: TrainingRunSpec, dataset_name: str, dataset: DatasetStatus, settings: Settings
+    obj: JSON,
+    spec: TrainingRunSpec,
+    dataset_name: str,
+    dataset: DatasetStatus,
+    settings: Settings,
+    follow_round: int = 0,
 ) -> JSON:
     meta = obj["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta["generation"])
@@ -96,20 +109,22 @@ def build_training_job(
         "--generation",
         str(generation),
         "--data-uri",
-        artifacts.mounted(data),
+        artifacts.location(data, settings.artifact_root),
         "--dataset-hash",
         content_hash,
         "--target",
         dataset.target or "",
         "--artifact-root",
-        C.ARTIFACT_MOUNT,
+        settings.artifact_root,
         "--allowed-prefixes",
         ",".join(settings.allowed_estimator_prefixes),
         "--termination-log",
         C.TERMINATION_LOG,
     ]
+    if follow_round:
+        args += ["--follow-round", str(follow_round)]
     return build_job(
-        name=training_job_name(name, generation),
+        name=training_job_name(name, generation, follow_round),
         namespace=namespace,
         labels=labels(
             name,
@@ -145,8 +160,67 @@ def plan_training_run(
     """Decide the TrainingRun's status and whether its Job must be created (pure).
 
     With `spec.search`, `job` is the refit (the ordinary training Job, created once
-    the search has a best trial) and `search` the search's Indexed Job.
+    the search has a best trial) and `search` the search's Indexed Job. `dataset` is
+    the Dataset as it is now: its contentHash against the model's decides `Stale`.
     """
+    plan = _plan_run(obj, dataset, job, now, settings, search)
+    return with_staleness(plan, dataset, now)
+
+
+def with_staleness(plan: Plan, dataset: JSON | None, now: datetime) -> Plan:
+    """Add the Stale condition: is the model trained on the Dataset's current contents?"""
+    status = TrainingRunStatus.model_validate(plan.status)
+    ready, _ = dataset_readiness(dataset, "")
+    current = ready.content_hash if ready is not None else None
+    trained = status.model.dataset_hash if status.model is not None else None
+    if current is None or trained is None:
+        return plan
+    before = get_condition(status.conditions, C.STALE)
+    status.dataset_current_hash = current
+    if current != trained:
+        msg = f"The model was trained on contentHash {trained[:12]}; the Dataset now holds {current[:12]}"
+        cond = (ConditionStatus.TRUE, C.REASON_DATASET_CHANGED, msg)
+    else:
+        cond = (
+            ConditionStatus.FALSE,
+            C.REASON_DATASET_CURRENT,
+            f"Trained on the Dataset's current contents ({current[:12]})",
+        )
+    status.conditions = set_condition(status.conditions, C.STALE, *cond, now, status.observed_generation)
+    out: JSON = status.model_dump(mode="json", by_alias=True)
+    if out == plan.status:
+        return plan
+    event = plan.event
+    if (
+        event is None
+        and cond[0] is ConditionStatus.TRUE
+        and (before is None or before.status is not ConditionStatus.TRUE)
+    ):
+        event = Event("Normal", C.REASON_DATASET_CHANGED, cond[2])
+    return Plan(status=out, create=plan.create, event=event, changed=True)
+
+
+def _follow(spec: TrainingRunSpec, old: TrainingRunStatus, dataset: JSON | None) -> DatasetStatus | None:
+    """With datasetPolicy Follow: the Dataset's new contents to train on, if they are new."""
+    if spec.dataset_policy is not DatasetPolicy.FOLLOW or spec.search is not None:
+        return None
+    cond = get_condition(old.conditions, C.SUCCEEDED)
+    if cond is None or cond.reason == C.REASON_INVALID_SPEC:
+        return None
+    ready, _ = dataset_readiness(dataset, spec.dataset_ref.name)
+    if ready is None or not ready.content_hash or ready.content_hash == old.dataset_hash:
+        return None
+    return ready
+
+
+def _plan_run(
+    obj: JSON,
+    dataset: JSON | None,
+    job: JobView,
+    now: datetime,
+    settings: Settings,
+    search: SearchView | None = None,
+) -> Plan:
     meta = obj["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta["generation"])
     old = TrainingRunStatus.model_validate(obj.get("status") or {})
@@ -163,15 +237,31 @@ def plan_training_run(
         succeeded(ConditionStatus.FALSE, C.REASON_INVALID_SPEC, err.message)
         return finish(old, new, C.SUCCEEDED, Event("Warning", C.REASON_INVALID_SPEC, err.message))
 
+    follow_round = old.follow_round if old.observed_generation == generation else 0
+    new.follow_round = follow_round
     if is_settled(old, generation):
-        return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
+        following = _follow(spec, old, dataset)
+        if following is None:
+            return Plan(status=old.model_dump(mode="json", by_alias=True), changed=False)
+        new.follow_round = follow_round + 1
+        new.job_name = training_job_name(name, generation, new.follow_round)
+        was = (old.dataset_hash or "")[:12]
+        new.dataset_hash = following.content_hash
+        new.start_time, new.completion_time = None, None
+        msg = (
+            f"Dataset {spec.dataset_ref.name} changed to {(following.content_hash or '')[:12]} (was {was}): "
+            f"training again in Job {new.job_name}"
+        )
+        succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
+        create = build_training_job(obj, spec, spec.dataset_ref.name, following, settings, new.follow_round)
+        return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_FOLLOWING_DATASET, msg), create)
 
-    job_name = training_job_name(name, generation)
+    job_name = training_job_name(name, generation, follow_round)
     if spec.search is not None:
         view = search or SearchView(JobPhase.MISSING)
         uris = None
         if job.phase is not JobPhase.MISSING:
-            uris = trial_table_uris(namespace, name, meta["uid"], generation)
+            uris = trial_table_uris(namespace, name, meta["uid"], generation, settings.artifact_root)
         if view.phase is not JobPhase.MISSING:
             new.search = summarize(view, spec.search, search_job_name(name, generation), uris)
         if job.phase is JobPhase.MISSING:
@@ -186,7 +276,7 @@ def plan_training_run(
         new.start_time = None
         msg = f"Training generation {generation} in Job {job_name} on dataset {spec.dataset_ref.name}@{(ds_status.content_hash or '')[:12]}"
         succeeded(ConditionStatus.UNKNOWN, C.REASON_TRAINING, msg)
-        create = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings)
+        create = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings, follow_round)
         return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_TRAINING, msg), create)
 
     new.job_name = job_name
@@ -221,13 +311,13 @@ def plan_training_run(
         and isinstance(model, dict)
         and model.get("sha256")
     ):
-        where = artifacts.model_dir(namespace, name, meta["uid"], generation)
+        where = artifacts.model_dir(namespace, name, meta["uid"], generation, follow_round)
         new.model = ModelArtifact(
-            uri=artifacts.uri(where / "model.joblib"),
+            uri=artifacts.uri(where / "model.joblib", settings.artifact_root),
             sha256=str(model["sha256"]),
             size_bytes=model.get("sizeBytes"),
             dataset_hash=model.get("datasetHash") or new.dataset_hash,
-            metadata_uri=artifacts.uri(where / "metadata.json"),
+            metadata_uri=artifacts.uri(where / "metadata.json", settings.artifact_root),
         )
         msg = f"Trained in Job {job_name}: {_metrics_text(new.metrics or {})}"
         if new.search is not None and new.search.best_index is not None:
@@ -323,7 +413,10 @@ def _plan_search(
     create = build_training_job(obj, refit_spec(spec, top), spec.dataset_ref.name, pinned, settings)
     new.job_name = training_job_name(name, generation)
     new.search = summarize(
-        view, search, job_name, trial_table_uris(meta["namespace"], name, meta["uid"], generation)
+        view,
+        search,
+        job_name,
+        trial_table_uris(meta["namespace"], name, meta["uid"], generation, settings.artifact_root),
     )
     msg = (
         f"Best of {trials} trial(s) ({progress}): trial {top.index}, {search.metric.value}={top.score:.4g}"

@@ -22,6 +22,7 @@ from mlkube_operator.api.dataset import DatasetSpec
 from mlkube_operator.api.trainingrun import TrainingRunSpec
 from mlkube_operator.api.validation import InvalidSpecError, parse_model
 
+from .. import constants as C
 from .contract import (
     DEFAULT_ALLOWED_PREFIXES,
     DEFAULT_SOURCE_TIMEOUT_SECONDS,
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="The TrainingRun's metadata.generation (one model per generation).",
     )
+    train.add_argument(
+        "--follow-round",
+        type=int,
+        default=0,
+        help="Retrains of this generation that followed new Dataset contents (its own model directory).",
+    )
     train.add_argument("--data-uri", required=True, help="file:// URI of the Dataset's canonical data.csv.")
     train.add_argument(
         "--dataset-hash", required=True, help="The Dataset's contentHash (sha256 of data.csv)."
@@ -98,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--namespace", required=True)
     sub.add_argument("--name", required=True)
-    sub.add_argument("--artifact-root", required=True, type=Path, help="Root of the artifact store.")
+    sub.add_argument(
+        "--artifact-root",
+        required=True,
+        help="Root of the artifact store: a mounted directory, or s3://bucket/prefix (MLKUBE_ARTIFACT_* env).",
+    )
     sub.add_argument(
         "--termination-log",
         default=DEFAULT_TERMINATION_LOG,
@@ -133,7 +144,7 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
         spec=_spec(DatasetSpec, args.spec_json),
         namespace=args.namespace,
         name=args.name,
-        artifact_root=args.artifact_root.resolve(),
+        artifact_root=args.artifact_root,
         configmap_dir=args.configmap_dir,
         source_timeout=args.source_timeout,
     )
@@ -152,15 +163,17 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         data_uri=args.data_uri,
         dataset_hash=args.dataset_hash,
         target=args.target,
-        artifact_root=args.artifact_root.resolve(),
+        artifact_root=args.artifact_root,
         allowed_prefixes=_prefixes(args.allowed_prefixes),
+        follow_round=args.follow_round,
     )
     if request.spec.search is not None:
         # The refit of a search: collate the trials' results into the trial table first.
+        from .artifacts import open_store
         from .search_job import collect_trials, refit_search_dir
 
-        where = refit_search_dir(request.artifact_root, args.namespace, args.name, args.uid, args.generation)
-        collect_trials(where, request.spec.search)
+        where = refit_search_dir(args.namespace, args.name, args.uid, args.generation)
+        collect_trials(open_store(request.artifact_root), where, request.spec.search)
     return run_train(request)
 
 
@@ -177,7 +190,7 @@ def _trial(args: argparse.Namespace) -> dict[str, Any]:
         data_uri=args.data_uri,
         dataset_hash=args.dataset_hash,
         target=args.target,
-        artifact_root=args.artifact_root.resolve(),
+        artifact_root=args.artifact_root,
         allowed_prefixes=_prefixes(args.allowed_prefixes),
     )
     return run_trial(request)
@@ -223,5 +236,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         result = {"ok": False, "reason": str(crash_reason), "message": f"{type(err).__name__}: {err}"}
         code = EXIT_RETRYABLE
-    emit(result, args.termination_log)
+    emit(_redacted(result), args.termination_log)
     return code
+
+
+_SECRET_ENV = (
+    C.ENV_SOURCE_SECRET_ACCESS_KEY,
+    C.ENV_SOURCE_SQL_URL,
+    C.ENV_ARTIFACT_SECRET_ACCESS_KEY,
+)
+
+
+def _redacted(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with any credential from the environment cut out of its message.
+
+    The readers already word their messages without credentials; this is the net under
+    them, because a termination message ends up in status and Events.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    secrets: list[str] = []
+    for name in _SECRET_ENV:
+        value = os.environ.get(name, "")
+        if value:
+            secrets.append(value)
+            password = urlparse(value).password if "://" in value else None
+            if password:
+                secrets.append(password)
+    message = result.get("message")
+    if not secrets or not isinstance(message, str):
+        return result
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return {**result, "message": message}

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     PROFILE_FAILED = "ProfileFailed"
     # both
     INVALID_SPEC = "InvalidSpec"
+    ARTIFACT_STORE_UNAVAILABLE = "ArtifactStoreUnavailable"
     # train
     DATASET_UNAVAILABLE = "DatasetUnavailable"
     DATASET_HASH_MISMATCH = "DatasetHashMismatch"

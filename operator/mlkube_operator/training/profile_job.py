@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlkube_operator import artifacts
 from mlkube_operator.api.dataset import DatasetSpec
 
-from .artifacts import atomic_write_bytes, file_uri, sha256_bytes
+from .artifacts import open_store, sha256_bytes
 from .canonical import canonical_csv
-from .contract import DATA_FILE, PROFILE_FILE, Reason, dataset_dir
+from .contract import DATA_FILE, PROFILE_FILE, Reason
 from .errors import JobFailure, log
 from .profiling import build_profile, schema
 from .rules import check_rules, select_columns
@@ -29,7 +30,7 @@ class ProfileRequest:
     spec: DatasetSpec
     namespace: str
     name: str
-    artifact_root: Path
+    artifact_root: str  # a local directory or an s3://bucket/prefix
     configmap_dir: Path | None
     source_timeout: float
 
@@ -37,9 +38,8 @@ class ProfileRequest:
 def run_profile(req: ProfileRequest) -> dict[str, Any]:
     """Profile the dataset and return the success termination message."""
     spec = req.spec
-    frame, origin = load_frame(
-        spec, artifact_root=req.artifact_root, configmap_dir=req.configmap_dir, timeout=req.source_timeout
-    )
+    store = open_store(req.artifact_root)
+    frame, origin = load_frame(spec, store=store, configmap_dir=req.configmap_dir, timeout=req.source_timeout)
     log(f"profile: loaded {len(frame)} rows x {len(frame.columns)} columns from {origin}")
     features, target = select_columns(frame, spec)
     columns = [*features, target]
@@ -55,19 +55,20 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
         )
     profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
 
-    directory = dataset_dir(req.artifact_root, req.namespace, req.name, content_hash)
-    atomic_write_bytes(directory / DATA_FILE, data)
-    atomic_write_bytes(directory / PROFILE_FILE, (json.dumps(profile) + "\n").encode("utf-8"))
+    directory = artifacts.dataset_dir(req.namespace, req.name, content_hash)
+    # profile.json last: its presence means the version is complete.
+    data_uri = store.write(str(directory / DATA_FILE), data)
+    profile_uri = store.write(str(directory / PROFILE_FILE), (json.dumps(profile) + "\n").encode("utf-8"))
     log(
-        f"profile: {len(canonical)} rows, task {profile['task']}, contentHash {content_hash}, wrote {directory}"
+        f"profile: {len(canonical)} rows, task {profile['task']}, contentHash {content_hash}, wrote {store.uri(str(directory))}"
     )
     return {
         "ok": True,
         "rows": len(canonical),
         "columns": len(columns),
         "contentHash": content_hash,
-        "profileUri": file_uri(directory / PROFILE_FILE),
-        "dataUri": file_uri(directory / DATA_FILE),
+        "profileUri": profile_uri,
+        "dataUri": data_uri,
         "task": profile["task"],
         "target": target,
         "features": features,

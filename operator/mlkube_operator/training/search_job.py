@@ -36,7 +36,7 @@ from mlkube_operator.api.search import Direction, Search
 from mlkube_operator.api.trainingrun import Metric, TrainingRunSpec
 
 from . import space
-from .artifacts import atomic_write_bytes
+from .artifacts import ArtifactStore, open_store
 from .contract import CLASSIFICATION, Reason
 from .errors import JobFailure, log
 from .estimators import InvalidParameterError, build_estimator, check_task, resolve_class
@@ -78,7 +78,7 @@ class TrialRequest:
     data_uri: str
     dataset_hash: str
     target: str
-    artifact_root: Path
+    artifact_root: str | Path  # a local directory or an s3://bucket/prefix
     allowed_prefixes: tuple[str, ...]
 
 
@@ -131,7 +131,8 @@ def prepare(req: TrialRequest, search: Search) -> Prepared:
     """Load and check everything the trials share; a failure here fails the whole search."""
     spec = req.spec
     cls = resolve_class(spec.estimator.class_name, req.allowed_prefixes)
-    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash), "dataset file")
+    store = open_store(str(req.artifact_root))
+    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash, store), "dataset file")
     if req.target not in frame.columns:
         raise JobFailure(Reason.INVALID_SPEC, f"--target: column {req.target!r} is not in the dataset")
     features = [str(c) for c in frame.columns if c != req.target]
@@ -202,7 +203,8 @@ def run_trial(req: TrialRequest) -> dict[str, Any]:
     if not 0 <= index < len(every):
         raise JobFailure(Reason.INVALID_SPEC, f"trial index {index} is out of range: {len(every)} trials")
     params = every[index]
-    where = req.artifact_root / trial_file(req.namespace, req.name, req.uid, req.generation, index)
+    store = open_store(str(req.artifact_root))
+    where = str(trial_file(req.namespace, req.name, req.uid, req.generation, index))
     metric = search.metric
     try:
         prep = prepare(req, search)
@@ -218,7 +220,7 @@ def run_trial(req: TrialRequest) -> dict[str, Any]:
             ok=False, index=index, params=params, metric=metric.value, reason=str(failure.reason),
             message=failure.message, fit_seconds=round(time.perf_counter() - started, 3),
         )  # fmt: skip
-        _write(where, result)
+        _write(store, where, result)
         failure.details.update(_message_fields(result))
         raise
     seconds = time.perf_counter() - started
@@ -227,7 +229,7 @@ def run_trial(req: TrialRequest) -> dict[str, Any]:
         ok=True, index=index, params=params, metric=metric.value, score=score, fold_scores=folds,
         fit_seconds=round(seconds, 3),
     )  # fmt: skip
-    _write(where, result)
+    _write(store, where, result)
     return _message_fields(result)
 
 
@@ -237,27 +239,27 @@ def _message_fields(result: TrialResult) -> dict[str, Any]:
     return data
 
 
-def _write(path: Path, result: TrialResult) -> None:
+def _write(store: ArtifactStore, relative: str, result: TrialResult) -> None:
     text = result.model_dump_json(by_alias=True, exclude_none=True) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
+    store.write(relative, text.encode("utf-8"))
 
 
-def collect_trials(directory: Path, search: Search) -> tuple[Path, Path]:
+def collect_trials(store: ArtifactStore, directory: str, search: Search) -> tuple[str, str]:
     """Collate `trials/<i>.json` into trials.json and trials.csv, best first (the trial table).
 
     An index without a file is listed as failed with reason `NoResult` (its pod
     crashed before writing one, or never ran).
     """
-    trials_dir = directory / TRIALS_DIR
+    trials_dir = f"{directory}/{TRIALS_DIR}"
     n = search.resolved_trials()
     rows: list[TrialResult] = []
     for index in range(n):
-        path = trials_dir / f"{index}.json"
+        path = f"{trials_dir}/{index}.json"
         try:
-            rows.append(TrialResult.model_validate_json(path.read_bytes()))
+            rows.append(TrialResult.model_validate_json(store.read(path)))
         except (OSError, ValueError):
             rows.append(
-                TrialResult(ok=False, index=index, reason="NoResult", message=f"no readable {path.name}")
+                TrialResult(ok=False, index=index, reason="NoResult", message=f"no readable {index}.json")
             )
     sign = -1.0 if search.resolved_direction() is Direction.MAXIMIZE else 1.0
     scored = sorted(
@@ -278,8 +280,7 @@ def collect_trials(directory: Path, search: Search) -> tuple[Path, Path]:
         "cv": search.cv,
         "trials": table,
     }
-    json_path, csv_path = directory / TRIALS_JSON, directory / TRIALS_CSV
-    atomic_write_bytes(json_path, (json.dumps(body, indent=1) + "\n").encode("utf-8"))
+    json_path = store.write(f"{directory}/{TRIALS_JSON}", (json.dumps(body, indent=1) + "\n").encode("utf-8"))
     names = sorted(search.space)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -290,13 +291,14 @@ def collect_trials(directory: Path, search: Search) -> tuple[Path, Path]:
             + [json.dumps(r.params[n]) if n in r.params else "" for n in names]
             + [r.fit_seconds if r.fit_seconds is not None else "", r.reason or "", r.message or ""]
         )
-    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
+    csv_path = store.write(f"{directory}/{TRIALS_CSV}", buffer.getvalue().encode("utf-8"))
     log(f"search: {len(scored)} of {n} trials scored; table in {json_path}")
     return json_path, csv_path
 
 
-def refit_search_dir(artifact_root: Path, namespace: str, name: str, uid: str, generation: int) -> Path:
-    return artifact_root / search_dir(namespace, name, uid, generation)
+def refit_search_dir(namespace: str, name: str, uid: str, generation: int) -> str:
+    """The search's directory, relative to the artifact store's root."""
+    return str(search_dir(namespace, name, uid, generation))
 
 
 __all__ = ["SEARCH_DIR", "TrialFailure", "TrialRequest", "collect_trials", "run_trial", "splitter"]

@@ -28,8 +28,10 @@ import pandas as pd
 
 from mlkube_operator.api.dataset import BuiltinDataset, DatasetSpec
 
+from .artifacts import ArtifactStore
 from .contract import DEFAULT_SOURCE_TIMEOUT_SECONDS, Reason
 from .errors import JobFailure
+from .tables import load_s3, load_sql
 
 # The label column of scikit-learn's bundled datasets (load_*(as_frame=True).frame).
 BUILTIN_TARGET = "target"
@@ -40,7 +42,7 @@ _USER_AGENT = "mlkube-profile/0.1"
 def load_frame(
     spec: DatasetSpec,
     *,
-    artifact_root: Path,
+    store: ArtifactStore,
     configmap_dir: Path | None,
     timeout: float = DEFAULT_SOURCE_TIMEOUT_SECONDS,
 ) -> tuple[pd.DataFrame, str]:
@@ -51,14 +53,18 @@ def load_frame(
     if src.url is not None:
         return parse_csv(fetch_url(src.url, timeout), src.url), src.url
     if src.path is not None:
-        return parse_csv(read_path(artifact_root, src.path), src.path), src.path
+        return parse_csv(read_path(store, src.path), src.path), src.path
     if src.config_map is not None:
         origin = f"ConfigMap {src.config_map.name} key {src.config_map.key}"
         return parse_csv(
             read_configmap(configmap_dir, src.config_map.name, src.config_map.key), origin
         ), origin
+    if src.s3 is not None:
+        return load_s3(src.s3, timeout), src.s3.uri
+    if src.sql is not None:
+        return load_sql(src.sql, timeout)
     raise JobFailure(
-        Reason.INVALID_SPEC, "spec.source: exactly one of builtin, url, path, configMap must be set"
+        Reason.INVALID_SPEC, "spec.source: exactly one of builtin, url, path, configMap, s3, sql must be set"
     )
 
 
@@ -117,17 +123,16 @@ def _describe(reason: Any) -> str:
     return str(reason)
 
 
-def read_path(artifact_root: Path, relative: str) -> bytes:
+def read_path(store: ArtifactStore, relative: str) -> bytes:
     if relative.startswith("/") or ".." in relative.split("/"):
         raise JobFailure(
             Reason.INVALID_SPEC, f"spec.source.path: {relative!r} must be relative, without '..'"
         )
-    path = artifact_root / relative
     try:
-        return path.read_bytes()
+        return store.read(relative)
     except FileNotFoundError as err:
         raise JobFailure(
-            Reason.SOURCE_UNAVAILABLE, f"path {relative} does not exist on the artifact volume"
+            Reason.SOURCE_UNAVAILABLE, f"path {relative} does not exist in the artifact store"
         ) from err
     except IsADirectoryError as err:
         raise JobFailure(Reason.SOURCE_UNAVAILABLE, f"path {relative} is a directory, not a file") from err

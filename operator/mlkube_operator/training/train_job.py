@@ -20,14 +20,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from mlkube_operator import artifacts
 from mlkube_operator.api.trainingrun import TrainingRunSpec
 
-from .artifacts import atomic_write_bytes, file_uri, path_from_file_uri, sha256_bytes
+from .artifacts import ArtifactStore, open_store, sha256_bytes
 from .canonical import column_kind
-from .contract import CLASSIFICATION, METADATA_FILE, MODEL_FILE, Reason, model_dir
+from .contract import CLASSIFICATION, METADATA_FILE, MODEL_FILE, Reason
 from .errors import JobFailure, log
 from .estimators import InvalidParameterError, build_estimator, check_task, json_params, resolve_class
 from .metrics import evaluate, gate_failure, plan_metrics
@@ -50,18 +50,17 @@ class TrainRequest:
     data_uri: str
     dataset_hash: str
     target: str
-    artifact_root: Path
+    artifact_root: str  # a local directory or an s3://bucket/prefix
     allowed_prefixes: tuple[str, ...]
+    follow_round: int = 0  # retrains that followed new Dataset contents (datasetPolicy: Follow)
 
 
-def read_verified(data_uri: str, expected_hash: str) -> bytes:
+def read_verified(data_uri: str, expected_hash: str, store: ArtifactStore) -> bytes:
     """The dataset bytes, after checking they are the ones the Dataset's contentHash names."""
     try:
-        path = path_from_file_uri(data_uri)
+        data = store.read(data_uri)
     except ValueError as err:
         raise JobFailure(Reason.INVALID_SPEC, f"--data-uri: {err}") from err
-    try:
-        data = path.read_bytes()
     except FileNotFoundError as err:
         raise JobFailure(Reason.DATASET_UNAVAILABLE, f"dataset file {data_uri} does not exist") from err
     except OSError as err:
@@ -82,7 +81,8 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
     spec = req.spec
     class_path = spec.estimator.class_name
     cls = resolve_class(class_path, req.allowed_prefixes)
-    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash), "dataset file")
+    store = open_store(req.artifact_root)
+    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash, store), "dataset file")
     if req.target not in frame.columns:
         raise JobFailure(Reason.INVALID_SPEC, f"--target: column {req.target!r} is not in the dataset")
     features = [str(c) for c in frame.columns if c != req.target]
@@ -124,7 +124,7 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
         + (f"; skipped {skipped}" if skipped else "")
     )
 
-    directory = model_dir(req.artifact_root, req.namespace, req.name, req.uid, req.generation)
+    directory = str(artifacts.model_dir(req.namespace, req.name, req.uid, req.generation, req.follow_round))
     buffer = io.BytesIO()
     import joblib
     import sklearn
@@ -132,7 +132,7 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
     joblib.dump(model, buffer)
     model_bytes = buffer.getvalue()
     model_sha = sha256_bytes(model_bytes)
-    atomic_write_bytes(directory / MODEL_FILE, model_bytes)
+    model_uri = store.write(f"{directory}/{MODEL_FILE}", model_bytes)
     classes = [_plain(c) for c in model.classes_] if task == CLASSIFICATION else None
     metadata = {
         "estimator": class_path,
@@ -162,18 +162,20 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
         "referencePredictions": reference_predictions(model, x_test, y_test, task),
         "createdAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
-    atomic_write_bytes(directory / METADATA_FILE, (json.dumps(metadata, indent=1) + "\n").encode("utf-8"))
-    log(f"train: wrote {directory / MODEL_FILE} ({len(model_bytes)} bytes, sha256 {model_sha})")
+    metadata_uri = store.write(
+        f"{directory}/{METADATA_FILE}", (json.dumps(metadata, indent=1) + "\n").encode("utf-8")
+    )
+    log(f"train: wrote {model_uri} ({len(model_bytes)} bytes, sha256 {model_sha})")
 
     result: dict[str, Any] = {
         "task": task,
         "metrics": values,
         "model": {
-            "uri": file_uri(directory / MODEL_FILE),
+            "uri": model_uri,
             "sha256": model_sha,
             "sizeBytes": len(model_bytes),
             "datasetHash": req.dataset_hash,
-            "metadataUri": file_uri(directory / METADATA_FILE),
+            "metadataUri": metadata_uri,
         },
         "trainSeconds": round(train_seconds, 3),
         "rows": {"train": len(x_train), "test": len(x_test)},

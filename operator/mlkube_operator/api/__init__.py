@@ -80,6 +80,8 @@ TRAINING_RUN = Kind(
         PrinterColumn("Stale", _cond("Stale", "status")),
         PrinterColumn("R2", ".status.r2", "number", priority=1),
         PrinterColumn("Model", ".status.model.sha256", priority=1),
+        PrinterColumn("Trials", ".status.search.succeeded", "integer", "Search trials that scored", 1),
+        PrinterColumn("Best", ".status.search.bestScore", "number", "Best search trial's score", 1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     description="One scikit-learn training run on a Dataset, executed as a Job.",

@@ -59,6 +59,18 @@ def argv(command: str, root: Path, ds: dict[str, Any], spec: str, log: Path) -> 
     ]  # fmt: skip
 
 
+def in_process(
+    args: list[str], index: int | None, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, dict[str, Any]]:
+    """The same command line through cli.main, without a process start (for the quick failures)."""
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    if index is not None:
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+    code = main(args)
+    result: dict[str, Any] = json.loads(Path(args[args.index("--termination-log") + 1]).read_text())
+    return code, result
+
+
 def process(args: list[str], index: int | None = None) -> tuple[int, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if k != "JOB_COMPLETION_INDEX"}
     if index is not None:
@@ -150,22 +162,23 @@ def test_unknown_parameter_fails_the_whole_search_naming_it(
 ) -> None:
     root, ds = iris
     search = {**SEARCH, "space": {"max_dept": {"values": [2, 3]}, "min_samples_leaf": {"values": [1]}}}
-    code, result = process(argv("trial", root, ds, spec_json(search), tmp_path / "t"), 1)
+    code, result = process(
+        argv("trial", root, ds, spec_json(search), tmp_path / "t"), 1
+    )  # as the pod runs it
     assert code == contract.EXIT_PERMANENT and result["reason"] == "InvalidSpec"
     assert result["message"].startswith("spec.search.space.max_dept: RandomForestClassifier has no parameter")
     assert "min_samples_leaf" not in result["message"].split("(")[0]
 
 
 def test_metric_that_does_not_fit_the_task_and_a_missing_index(
-    iris: tuple[Path, dict[str, Any]], tmp_path: Path
+    iris: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, ds = iris
-    code, result = process(
-        argv("trial", root, ds, spec_json({**SEARCH, "metric": "rmse"}), tmp_path / "a"), 0
-    )
+    rmse = spec_json({**SEARCH, "metric": "rmse"})
+    code, result = in_process(argv("trial", root, ds, rmse, tmp_path / "a"), 0, monkeypatch)
     assert code == contract.EXIT_PERMANENT and result["reason"] == "InvalidSpec"
     assert "rmse" in result["message"]
-    code, result = process(argv("trial", root, ds, spec_json(SEARCH), tmp_path / "b"))
+    code, result = in_process(argv("trial", root, ds, spec_json(SEARCH), tmp_path / "b"), None, monkeypatch)
     assert code == contract.EXIT_PERMANENT and "JOB_COMPLETION_INDEX" in result["message"]
-    code, result = process(argv("trial", root, ds, spec_json(SEARCH), tmp_path / "c"), 6)
+    code, result = in_process(argv("trial", root, ds, spec_json(SEARCH), tmp_path / "c"), 6, monkeypatch)
     assert code == contract.EXIT_PERMANENT and "out of range" in result["message"]

@@ -84,10 +84,14 @@ def _nesting_problem(values: list[Any]) -> str:
 
 
 def numeric_array(
-    values: Any, what: str, allow_null: bool = True, features: tuple[str, ...] | None = None
+    values: Any,
+    what: str,
+    allow_null: bool = True,
+    features: tuple[str, ...] | None = None,
+    flat_rows: bool = False,
 ) -> npt.NDArray[np.float64]:
     """Nested JSON lists of numbers -> float64 array; anything else is a 400 naming the element
-    (and its feature, for rows of ``features``)."""
+    (and its feature, for rows of ``features``, nested or, with ``flat_rows``, row-major flat)."""
     try:
         arr = np.asarray(values)
     except ValueError:
@@ -106,6 +110,13 @@ def numeric_array(
         feature = ""
         if features is not None and len(path) == 2 and path[1] < len(features):
             feature = f" (feature {features[path[1]]!r})"
+        elif (
+            features is not None
+            and len(path) == 1
+            and flat_rows
+            and not any(isinstance(v, list) for v in values)
+        ):
+            feature = f" (feature {features[path[0] % len(features)]!r})"
         raise bad_request(f"{what}{where} is {_describe(value)}{feature}; expected a number")
     if not allow_null:
         raise bad_request(f"{what} contains null; expected numbers")
@@ -314,7 +325,11 @@ def _shape(tensor: dict[str, Any], what: str) -> tuple[int, ...]:
 
 
 def _tensor_values(
-    tensor: dict[str, Any], what: str, binary: memoryview | None, offset: int
+    tensor: dict[str, Any],
+    what: str,
+    binary: memoryview | None,
+    offset: int,
+    features: tuple[str, ...] | None = None,
 ) -> tuple[npt.NDArray[Any] | list[str], tuple[int, ...], str, int]:
     """One V2 input tensor -> (values, shape, datatype, bytes of binary data consumed)."""
     datatype = tensor.get("datatype")
@@ -358,7 +373,9 @@ def _tensor_values(
         return arr.reshape(shape).astype(np.float64), shape, datatype, size
     if "data" not in tensor:
         raise bad_request(f'{what}: no "data" (and no binary_data_size parameter)')
-    arr = numeric_array(tensor["data"], f"{what} data")
+    # A [N, F] (or [F]) tensor over the model's features: say which feature a bad value is.
+    row_features = features if features and shape and shape[-1] == len(features) else None
+    arr = numeric_array(tensor["data"], f"{what} data", features=row_features, flat_rows=True)
     if arr.size != count:
         raise bad_request(f'{what}: "data" has {arr.size} values but shape {list(shape)} needs {count}')
     if dtype.kind in "iub":
@@ -421,7 +438,10 @@ def parse_v2(body: Any, schema: InputSchema, has_proba: bool, binary: memoryview
         what = f"input {name!r}" if isinstance(name, str) else f"inputs[{i}]"
         if not isinstance(name, str):
             raise bad_request(f'{what}: "name" must be a string')
-        values, shape, datatype, used = _tensor_values(tensor, what, binary, offset)
+        single = len(inputs) == 1 and name not in schema.feature_names
+        values, shape, datatype, used = _tensor_values(
+            tensor, what, binary, offset, schema.feature_names if single else None
+        )
         offset += used
         tensors.append((name, values, shape, datatype))
     if binary is not None and offset != len(binary):

@@ -78,6 +78,16 @@ def _v2_tensor(name: str, datatype: str, data: list[Any], shape: list[int] | Non
             "size",
         ),
         ("/v1/models/iris:predict", {"instances": [[5.1, "3.5", 1.4, 0.2]]}, "sepal_width"),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [_v2_tensor("input-0", "FP64", [5.1, 3.5, "1.4", 0.2], [1, 4])]},
+            "petal_length",
+        ),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [_v2_tensor("input-0", "FP64", [[5.1, 3.5, 1.4, 0.2], [5.1, 3.5, 1.4, "x"]], [2, 4])]},
+            "petal_width",
+        ),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_a_400_naming_the_feature(

@@ -210,3 +210,45 @@ def test_ids_stay_short_for_typical_requests() -> None:
     ids = FeedbackIds("0" * 64, 3)
     rid = ids.encode("0123456789ab-1", np.array([2]), None)
     assert rid is not None and len(rid) <= len("0123456789ab-1") + 20
+
+
+async def test_string_classes_travel_between_two_in_process_replicas(artifacts: dict[str, Artifact]) -> None:
+    """The pipeline model ('big'/'small', generic and fast path): a label scored on the other replica."""
+    from mlkube_serving.app import ServingApp
+    from mlkube_serving.settings import Settings
+
+    art = artifacts["pipe"]
+    apps = []
+    for fast in (True, False):
+        app = ServingApp(
+            Settings(
+                model_uri=f"file://{art.path}",
+                model_sha256=art.sha256,
+                model_name="pipe",
+                reference_profile=str(art.profile),
+                fast_path=fast,
+            )
+        )
+        app.start_loading()
+        await app.wait_loaded()
+        apps.append(app)
+    try:
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://r") for a in apps]
+        rows = art.x.iloc[:5].to_dict(orient="records")
+        for k in range(2):
+            answer = (await clients[k].post("/v1/models/pipe:predict", json={"instances": rows})).json()
+            truth = list(answer["predictions"])
+            truth[0] = "small" if truth[0] == "big" else "big"
+            other = clients[1 - k]
+            r = await other.post(
+                "/v2/models/pipe/feedback", json={"feedback": [{"id": answer["id"], "label": truth}]}
+            )
+            assert r.json() == {"accepted": 1, "unknownIds": [], "scoredRows": 5}
+            # Each replica scored one label list (of the other's prediction): 4 right, 1 wrong.
+            series = apps[1 - k].metrics.feedback.series
+            assert (series[("pipe", "correct")], series[("pipe", "incorrect")]) == (4, 1)
+        for c in clients:
+            await c.aclose()
+    finally:
+        for app in apps:
+            await app.shutdown()

@@ -469,3 +469,48 @@ def test_canary_without_traffic_is_inconclusive_then_unpinned_and_promoted_by_ha
     )
     assert done["manualAction"]["action"] == "promote" and done["rejectedModels"] == []
     assert "ManualAction" in event_reasons(kc, namespace, "ModelDeployment")
+
+
+def test_after_an_operator_restart_old_requests_are_not_judged(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    """Issue 9.4: drifted requests served while the operator was down and older than the
+    window are in the pods' counters, but a restarted operator never judges "everything
+    since the pod started": InsufficientData until its history covers the window."""
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    monitoring = {**MONITORING, "windowSeconds": 30}
+    docs = iris_stack(
+        "iris-lr",
+        {
+            "replicas": 1,
+            "monitoring": monitoring,
+            "onDegradation": {"action": "Alert", "cooldownSeconds": 0, "failureLimit": 1},
+        },
+    )
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    wait_for(lambda: all_ready(api, namespace), 60, "the predictor pod to be ready")
+    wait_for(lambda: status(api, namespace).get("lastAnalysis"), 60, "a first analysis")
+    mlkube_operator.kill()
+    try:
+        send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)  # 30 drifted requests, unjudged
+        time.sleep(40)  # now older than the 30 s window
+    finally:
+        mlkube_operator.start()
+    partial = explained(
+        api,
+        namespace,
+        lambda: (
+            "operator history covers"
+            in " ".join(status(api, namespace).get("lastAnalysis", {}).get("reasons", []))
+            and status(api, namespace)
+        ),
+        90,
+        "an InsufficientData verdict while the history is short",
+    )
+    assert partial["lastAnalysis"]["verdict"] == "InsufficientData"
+    time.sleep(45)  # past a full window of history: still nothing to judge, nothing degraded
+    s = status(api, namespace)
+    assert s["lastAnalysis"]["verdict"] == "InsufficientData" and s["lastAnalysis"]["values"]["samples"] == 0
+    assert "ModelDegraded" not in event_reasons(kc, namespace, "ModelDeployment")
+    assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Degraded")["status"] == "Unknown"  # type: ignore[index]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mlkube_operator.devcluster import cluster
+from mlkube_devcluster import cluster
 
 ESTIMATORS = {
     "iris": (

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler) and etcd from Go modules into a cache outside the repository.
+# kube-scheduler), the node's kubelet and kube-proxy, and etcd from Go modules into a cache outside the repository.
 # Prints the directory holding the binaries on its last line.
 #
 # Honours KUBEBUILDER_ASSETS: when it names a directory that already holds the four
@@ -14,8 +14,9 @@ bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 have_all() { local d="$1"; shift; for b in "$@"; do [ -x "$d/$b" ] || return 1; done; }
 
 # envtest ships etcd, kube-apiserver and kubectl only; the dev cluster also runs the
-# controller manager and the scheduler, so KUBEBUILDER_ASSETS must hold those too.
-if [ -n "${KUBEBUILDER_ASSETS:-}" ] && have_all "$KUBEBUILDER_ASSETS" etcd kube-apiserver kube-controller-manager kube-scheduler; then
+# controller manager, the scheduler, the kubelet and kube-proxy, so KUBEBUILDER_ASSETS
+# must hold those too.
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && have_all "$KUBEBUILDER_ASSETS" etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; then
   echo "$KUBEBUILDER_ASSETS"; exit 0
 fi
 out="${MLKUBE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlkube}/k8s-$version"

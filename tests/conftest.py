@@ -1,9 +1,13 @@
-"""Session-wide test harness: one real dev cluster per test session, one namespace per test.
+"""Session-wide test harness: the dev cluster, one namespace per test.
 
-Tests marked `cluster` run against the same control plane and local kubelet that
-`mlkube dev up` starts, in a separate state directory under the temp dir (no operator),
-so they never disturb a developer's own `mlkube dev` cluster. Set MLKUBE_TEST_DEV_DIR
-to reuse a cluster across runs (it is then left running).
+Tests marked `cluster` run against the cluster `mlkube dev up` starts: a real control
+plane, a real kubelet with containerd, kube-proxy and cluster DNS, and the operator
+installed in-cluster from manifests/ with images built from this checkout. One node runs
+per machine (kube-proxy's iptables chains are machine-wide), so the tests share the
+developer's cluster (MLKUBE_TEST_DEV_DIR or MLKUBE_DEV_DIR name another state directory)
+and isolate themselves by namespace. A cluster the session started is stopped at the end
+(`down`, which keeps its data and images for the next run); one that was running is left
+running.
 """
 
 from __future__ import annotations
@@ -11,18 +15,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mlkube_operator.devcluster import cluster
-from mlkube_operator.devcluster.binaries import BinariesNotFound, find_binaries
-from mlkube_operator.devcluster.testing import DevClusterHandle, wait_for
+from mlkube_devcluster import cluster
+from mlkube_devcluster.binaries import BinariesNotFound, find_binaries
+from mlkube_devcluster.node import node_ip
+from mlkube_devcluster.state import StateDir
+from mlkube_devcluster.testing import DevClusterHandle, wait_for
 from servers import PostgresServer, S3Server, ServerUnavailable, postgres_server, s3_server, weed_binary
 
 _BINARIES_ERROR = pytest.StashKey[str]()
@@ -30,7 +33,7 @@ _S3_ERROR = pytest.StashKey[str]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build (or find) the control-plane binaries and the S3 server before any test's timeout starts ticking."""
+    """Build (or find) the cluster's binaries and the S3 server before any test's timeout starts ticking."""
     if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
         try:
             os.environ["MLKUBE_WEED"] = weed_binary()
@@ -46,47 +49,37 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def dev_cluster(request: pytest.FixtureRequest) -> Iterator[DevClusterHandle]:
-    """The dev cluster for this session: `.kubeconfig` (str path), `.api_client`, `.kubectl()`."""
+    """The dev cluster: `.kubeconfig` (str path), `.api_client`, `.kubectl()`, `.node_ip`."""
     import kubernetes
 
     error = request.config.stash.get(_BINARIES_ERROR, None)
     if error:
         pytest.fail(f"dev cluster unavailable: {error}", pytrace=False)
-    reuse = os.environ.get("MLKUBE_TEST_DEV_DIR")
-    state_dir = Path(reuse) if reuse else Path(tempfile.mkdtemp(prefix="mlkube-test-"))
+    chosen = os.environ.get("MLKUBE_TEST_DEV_DIR")
+    state = StateDir(Path(chosen) if chosen else None)
+    was_running = cluster.status(state.root).running
     try:
-        result = cluster.up(state_dir, operator=False)
+        result = cluster.up(state.root, operator="cluster", timeout=300)
     except Exception as exc:
-        cluster.down(state_dir)
-        pytest.fail(f"mlkube dev up failed for {state_dir}: {exc}", pytrace=False)
-    # Prefer a kubectl built with the control plane (same version) over whatever is on PATH.
+        pytest.fail(f"mlkube dev up failed for {state.root}: {exc}", pytrace=False)
     bins = find_binaries(build=False)
-    if (bins / "kubectl").is_file():
-        os.environ["PATH"] = f"{bins}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["PATH"] = f"{bins}{os.pathsep}{os.environ.get('PATH', '')}"
     if shutil.which("kubectl") is None:
-        cluster.down(state_dir, purge=not reuse)
         pytest.fail(f"kubectl is neither on PATH nor in {bins}", pytrace=False)
-    crd_error = "; ".join(w for w in result.warnings if w.startswith("CRDs")) or None
-    if crd_error:
-        warnings.warn(f"dev cluster: {crd_error}", stacklevel=1)
     api = kubernetes.config.new_client_from_config(config_file=str(result.kubeconfig))  # type: ignore[no-untyped-call]
     handle = DevClusterHandle(
-        state_dir=state_dir,
+        state_dir=state.root,
         kubeconfig=str(result.kubeconfig),
         api_client=api,
         timings=result.timings,
-        crd_error=crd_error,
+        node_ip=node_ip(),
     )
     try:
         yield handle
     finally:
         api.close()
-        if not reuse:
-            failed = request.session.testsfailed > 0
-            cluster.down(state_dir, purge=not failed)
-            if failed:
-                print(f"\ndev cluster state kept for inspection: {state_dir}", file=sys.stderr)
-                shutil.rmtree(state_dir / "etcd", ignore_errors=True)
+        if not was_running:
+            cluster.down(state.root)
 
 
 def _slug(text: str) -> str:

@@ -1,8 +1,10 @@
 """The `mlkube` command.
 
-One entry point for everything a user runs by hand (and the image's default entrypoint):
-subcommand groups register themselves on one argparse tree, so adding a group never
-touches the others. `mlkube dev` manages the embedded local cluster.
+One entry point for everything a user runs by hand: subcommand groups register themselves
+on one argparse tree, so adding a group never touches the others. Groups shipped by other
+distributions plug in through the `mlkube.cli` entry-point group: `mlkube dev` (the
+embedded local cluster) comes from mlkube-devcluster, which is never installed in an image,
+so the operator never imports it.
 """
 
 from __future__ import annotations
@@ -11,90 +13,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _dev_up(args: argparse.Namespace) -> int:
-    from .devcluster import cluster
-
-    try:
-        result = cluster.up(args.state_dir, operator=not args.no_operator, crds_dir=args.crds)
-    except Exception as exc:
-        print(f"mlkube dev up: {exc}", file=sys.stderr)
-        return 1
-    if result.started:
-        print(f"started: {', '.join(result.started)}", file=sys.stderr)
-    if result.already_running:
-        print(f"already running: {', '.join(result.already_running)}", file=sys.stderr)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"ready in {result.timings.get('total', 0.0):.1f}s; state in {result.state_dir}", file=sys.stderr)
-    sys.stderr.flush()
-    print(f"export KUBECONFIG={result.kubeconfig}")
-    return 1 if result.failed else 0
-
-
-def _dev_down(args: argparse.Namespace) -> int:
-    from .devcluster import cluster
-
-    stopped = cluster.down(args.state_dir, purge=args.purge)
-    if stopped:
-        print(f"stopped: {', '.join(stopped)}", file=sys.stderr)
-    else:
-        print("nothing was running", file=sys.stderr)
-    return 0
-
-
-def _dev_status(args: argparse.Namespace) -> int:
-    from .devcluster import cluster
-
-    st = cluster.status(args.state_dir)
-    print(cluster.describe(st))
-    return 0 if st.running else 1
-
-
-def _dev_kubeconfig(args: argparse.Namespace) -> int:
-    from .devcluster.state import StateDir
-
-    state = StateDir(args.state_dir)
-    print(state.kubeconfig)
-    if not state.kubeconfig.is_file():
-        print("mlkube dev kubeconfig: no cluster yet; run `mlkube dev up`", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = sub.add_parser(
-        "dev",
-        help="the embedded local cluster (real control plane + local kubelet)",
-        description="Run a real Kubernetes control plane and a local kubelet on this machine.",
-    )
-    dev_sub = dev.add_subparsers(dest="dev_command", metavar="COMMAND")
-    state_help = "state directory (default ${MLKUBE_DEV_DIR:-${XDG_STATE_HOME:-~/.local/state}/mlkube/dev})"
-
-    up = dev_sub.add_parser("up", help="start the cluster (idempotent); prints `export KUBECONFIG=...` last")
-    up.add_argument("--state-dir", type=Path, default=None, help=state_help)
-    up.add_argument("--no-operator", action="store_true", help="do not start the mlkube operator")
-    up.add_argument("--crds", type=Path, default=None, help="directory of CRD YAML to apply (default: crds/)")
-    up.set_defaults(func=_dev_up)
-
-    down = dev_sub.add_parser("down", help="stop every process the cluster started")
-    down.add_argument("--state-dir", type=Path, default=None, help=state_help)
-    down.add_argument("--purge", action="store_true", help="also delete the state directory")
-    down.set_defaults(func=_dev_down)
-
-    status = dev_sub.add_parser("status", help="show what runs; exit 1 unless the cluster is up")
-    status.add_argument("--state-dir", type=Path, default=None, help=state_help)
-    status.set_defaults(func=_dev_status)
-
-    kubeconfig = dev_sub.add_parser("kubeconfig", help="print the kubeconfig path")
-    kubeconfig.add_argument("--state-dir", type=Path, default=None, help=state_help)
-    kubeconfig.set_defaults(func=_dev_kubeconfig)
-
-    dev.set_defaults(func=lambda _args: _usage(dev))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -184,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_dev(sub)
     _add_validate(sub)
     _add_rollout(sub)
     _add_operator(sub)
+    for plugin in sorted(entry_points(group="mlkube.cli"), key=lambda e: e.name):
+        register = plugin.load()
+        register(sub)
     parser.set_defaults(func=lambda _args: _usage(parser))
     return parser
 

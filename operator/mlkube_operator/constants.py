@@ -14,10 +14,13 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 CATEGORY: Final = "mlkube"
 
-# The one image that carries the operator, the training/profiling entrypoints and the
-# model server. The dev cluster's local kubelet runs only pods of this image.
-IMAGE_REPOSITORY: Final = "ghcr.io/mlkube/mlkube"
-IMAGE: Final = f"{IMAGE_REPOSITORY}:0.1.0"
+# The images of one release, built from the Dockerfile's three targets: the operator runs
+# in the first, profile/training Jobs in the trainer image, predictors in the server image.
+IMAGE_REGISTRY: Final = "ghcr.io/mlkube"
+IMAGE_TAG: Final = "0.1.0"
+OPERATOR_IMAGE: Final = f"{IMAGE_REGISTRY}/mlkube-operator:{IMAGE_TAG}"
+TRAINER_IMAGE: Final = f"{IMAGE_REGISTRY}/mlkube-trainer:{IMAGE_TAG}"
+SERVER_IMAGE: Final = f"{IMAGE_REGISTRY}/mlkube-server:{IMAGE_TAG}"
 
 PART_OF: Final = "mlkube"
 MANAGED_BY: Final = "mlkube-operator"

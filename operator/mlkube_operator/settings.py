@@ -17,7 +17,12 @@ from . import constants as C
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    image: str = Field(default=C.IMAGE, description="Image of Jobs and serving pods (MLKUBE_IMAGE).")
+    trainer_image: str = Field(
+        default=C.TRAINER_IMAGE, description="Image of profile and training Jobs (MLKUBE_TRAINER_IMAGE)."
+    )
+    server_image: str = Field(
+        default=C.SERVER_IMAGE, description="Image of predictors (MLKUBE_SERVER_IMAGE)."
+    )
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     artifact_pvc: str = Field(
         default="mlkube-artifacts", description="Per-namespace PVC of the artifact store."

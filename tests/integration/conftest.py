@@ -1,23 +1,21 @@
-"""The operator under test: one real `kopf run` process for the test session."""
+"""The operator under test: the in-cluster Deployment `mlkube dev up` installed."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .operator_proc import OperatorProcess
+from .operator_proc import ClusterOperator
 
 
 @pytest.fixture(scope="session")
-def mlkube_operator(dev_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    log_dir: Path = tmp_path_factory.mktemp("operator")
-    proc = OperatorProcess(str(dev_cluster.kubeconfig), log_dir)
-    proc.start()
-    yield proc
-    proc.stop()
+def mlkube_operator(dev_cluster: Any) -> Iterator[ClusterOperator]:
+    handle = ClusterOperator(str(dev_cluster.kubeconfig))
+    yield handle
+    # A test that killed it and failed before starting it again leaves it scaled down.
+    handle.start()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -27,5 +25,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.failed and "mlkube_operator" in getattr(item, "fixturenames", ()):
         proc = item.funcargs.get("mlkube_operator")  # type: ignore[attr-defined]
-        if isinstance(proc, OperatorProcess):
+        if isinstance(proc, ClusterOperator):
             report.sections.append(("operator log (tail)", proc.logs()[-6000:]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pause_cluster_operator(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Modules marked `host_operator` run operators as host processes: the in-cluster one
+    is scaled to zero meanwhile, so it neither reconciles their objects nor holds a Lease."""
+    if request.node.get_closest_marker("host_operator") is None:
+        yield
+        return
+    dev_cluster = request.getfixturevalue("dev_cluster")
+    handle = ClusterOperator(str(dev_cluster.kubeconfig))
+    handle.stop()
+    yield
+    handle.start()

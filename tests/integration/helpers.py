@@ -9,7 +9,7 @@ from typing import Any
 
 import kubernetes
 
-from mlkube_operator.devcluster.testing import wait_for
+from mlkube_devcluster.testing import wait_for
 
 
 def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True) -> str:

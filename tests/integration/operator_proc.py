@@ -78,3 +78,68 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class ClusterOperator:
+    """The operator as installed by `mlkube dev up`: a Deployment in mlkube-system.
+
+    kill() removes its pods at once (grace period 0) with the Deployment scaled to zero,
+    as a node failure would; start() scales it back and waits until it is available, so
+    tests exercise the very pods, ServiceAccount and RBAC a user's cluster runs.
+    """
+
+    NAMESPACE = "mlkube-system"
+    NAME = "mlkube-operator"
+    SELECTOR = "app.kubernetes.io/name=mlkube,app.kubernetes.io/component=operator"
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.replicas = (
+            int(self._kubectl("get", "deploy", self.NAME, "-o", "jsonpath={.spec.replicas}") or 1) or 1
+        )
+        self.starts = 1
+        self._logs: list[str] = []
+
+    def _kubectl(self, *args: str, check: bool = True, timeout: float = 180) -> str:
+        proc = subprocess.run(
+            ["kubectl", "--kubeconfig", self.kubeconfig, "-n", self.NAMESPACE, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc.stdout
+
+    def _scale(self, replicas: int) -> None:
+        self._kubectl("scale", f"deploy/{self.NAME}", f"--replicas={replicas}")
+
+    def kill(self) -> None:
+        self._logs.append(self.current_logs())
+        self._scale(0)
+        self._kubectl(
+            "delete", "pod", "-l", self.SELECTOR, "--grace-period=0", "--force", "--wait=true", check=False
+        )
+
+    def stop(self) -> None:
+        self._logs.append(self.current_logs())
+        self._scale(0)
+        self._kubectl("wait", "--for=delete", "pod", "-l", self.SELECTOR, "--timeout=60s", check=False)
+
+    def start(self) -> None:
+        self.starts += 1
+        self._scale(self.replicas)
+        self._kubectl("rollout", "status", f"deploy/{self.NAME}", "--timeout=120s", timeout=150)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def current_logs(self) -> str:
+        return self._kubectl(
+            "logs", "-l", self.SELECTOR, "--tail=-1", "--prefix", "--all-containers", check=False
+        )
+
+    def logs(self) -> str:
+        return "\n".join([*self._logs, self.current_logs()])

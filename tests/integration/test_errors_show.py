@@ -25,7 +25,7 @@ from mlkube_operator import constants as C
 from .helpers import condition, event_reasons, get_cr, kubectl, wait_for
 from .operator_proc import OperatorProcess
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
 ROOT = Path(__file__).resolve().parents[2]
 SA = "mlkube-operator"

@@ -19,7 +19,7 @@ from mlkube_operator import constants as C
 from .helpers import condition, jobs_of, kubectl, wait_condition, wait_for
 from .test_leader_election import Replica
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
 
 def test_leader_killed_mid_profiling_and_mid_training(

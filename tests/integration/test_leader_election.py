@@ -30,7 +30,7 @@ from mlkube_operator.main import LOST_LEASE_EXIT
 from .helpers import wait_for
 from .operator_proc import OperatorProcess
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 LEASE = "mlkube-operator"
 
 

@@ -15,7 +15,7 @@ from mlkube_operator import observability as obs
 from .helpers import condition, get_cr, kubectl, wait_for
 from .test_leader_election import Replica
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

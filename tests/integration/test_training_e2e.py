@@ -65,16 +65,19 @@ def run(
 
 
 @pytest.fixture()
-def csv_server(tmp_path: Path) -> Iterator[str]:
-    """An HTTP server of the test's own serving CSV files from tmp_path on 127.0.0.1."""
+def csv_server(tmp_path: Path, dev_cluster: Any) -> Iterator[str]:
+    """An HTTP server of the test's own serving CSV files from tmp_path, on the node's address.
+
+    Pods reach the machine at the node IP (their loopback is their own).
+    """
     (tmp_path / "good.csv").write_text(
         "x1,x2,label\n" + "".join(f"{i},{i % 7 * 0.5},{i % 2}\n" for i in range(60))
     )
     handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((dev_cluster.node_ip, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://{dev_cluster.node_ip}:{server.server_address[1]}"
     server.shutdown()
 
 

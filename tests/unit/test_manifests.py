@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -42,7 +43,43 @@ def test_base_renders_crds_rbac_and_operator() -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["metadata"]["namespace"] == "mlkube-system"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == C.IMAGE
+    assert container["image"] == C.OPERATOR_IMAGE
+    # One `images:` entry per image rewrites the operator's environment too.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLKUBE_TRAINER_IMAGE"] == C.TRAINER_IMAGE
+    assert env["MLKUBE_SERVER_IMAGE"] == C.SERVER_IMAGE
+
+
+def test_images_set_in_one_place_rewrite_container_and_environment(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(ROOT / "manifests", overlay)],
+                "images": [
+                    {
+                        "name": f"ghcr.io/mlkube/mlkube-{t}",
+                        "newName": f"registry.example/ml/mlkube-{t}",
+                        "newTag": "9.9",
+                    }
+                    for t in ("operator", "trainer", "server")
+                ],
+            }
+        )
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["image"] == "registry.example/ml/mlkube-operator:9.9"
+    assert env["MLKUBE_TRAINER_IMAGE"] == "registry.example/ml/mlkube-trainer:9.9"
+    assert env["MLKUBE_SERVER_IMAGE"] == "registry.example/ml/mlkube-server:9.9"
     assert container["command"] == ["mlkube", "operator"]
 
 
@@ -109,7 +146,8 @@ def test_rbac_covers_every_call_of_the_adapters() -> None:
 
 def test_image_user_matches_job_security_context() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    uid = int(re.search(r"--uid (\d+)", dockerfile).group(1))  # type: ignore[union-attr]
+    uid = int(re.search(r"^USER (\d+):", dockerfile, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE) == [f"{uid}:{uid}"] * 3
     obj = {
         "apiVersion": "mlkube.io/v1alpha1",
         "kind": "Dataset",

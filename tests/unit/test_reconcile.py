@@ -94,7 +94,7 @@ class TestDataset:
         pod = job["spec"]["template"]["spec"]
         assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
         container = pod["containers"][0]
-        assert container["image"] == SETTINGS.image
+        assert container["image"] == SETTINGS.trainer_image
         assert container["args"][0] == "profile"
         spec_json = json.loads(container["args"][container["args"].index("--spec-json") + 1])
         assert spec_json["source"] == {"builtin": "iris"} and spec_json["profile"] == {"bins": 10}

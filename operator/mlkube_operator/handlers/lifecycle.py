@@ -58,7 +58,11 @@ def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> N
     # instead: every failed attempt is logged, and the watch resumes once the call succeeds.
     settings.networking.error_backoffs = RetryForever()
     _runtime = Runtime(kube=Kube.connect(), settings=Settings.from_env(os.environ))
-    logger.info("mlkube operator started with image %s", _runtime.settings.image)
+    logger.info(
+        "mlkube operator started: trainer image %s, server image %s",
+        _runtime.settings.trainer_image,
+        _runtime.settings.server_image,
+    )
 
 
 def post_event(obj: dict[str, Any], event: Event) -> None:

@@ -140,7 +140,7 @@ def build_job(
         mounts.append({"name": "source", "mountPath": C.CONFIGMAP_MOUNT, "readOnly": True})
     container: JSON = {
         "name": "main",
-        "image": settings.image,
+        "image": settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "mlkube_operator.training"],
         "args": args,

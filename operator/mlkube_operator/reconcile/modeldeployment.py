@@ -170,7 +170,7 @@ def build_predictor(
         args += ["--reference-profile", model.reference_profile]
     container: JSON = {
         "name": "server",
-        "image": settings.image,
+        "image": settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "mlkube_serving"],
         "args": args,

@@ -1,32 +1,34 @@
 """One directory holds everything a dev cluster owns.
 
-Keeping pki, etcd data, logs, pid files, the kubeconfig, pod directories and volumes
-under a single root means a cluster can be inspected with `ls`, removed with `rm -rf`,
-and several clusters (a developer's `mlkube dev` and a test session's) can run side by
-side: each root records the loopback ports and the pod address block it claimed the
-first time it came up, and keeps them for its whole life.
+Keeping pki, etcd data, logs, pid files, the kubeconfig, containerd's root, the
+kubelet's root and the volumes under a single root means a cluster can be inspected with
+`ls` and removed with `rm -rf`. A root records the ports it claimed the first time it came
+up and keeps them for its whole life. One node runs per machine (kube-proxy's iptables
+chains and the CNI bridge are machine-wide), so the tests use the same root as
+`mlkube dev` unless MLKUBE_DEV_DIR names another.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 DEFAULT_NODE_NAME = "mlkube-dev"
 SERVICE_CIDR = "10.0.0.0/24"
 FIRST_SERVICE_IP = "10.0.0.1"
 CLUSTER_DOMAIN = "cluster.local"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
-# Pod addresses are 127.0.<block>.x with x from 2 to 254. A machine-wide registry of claimed
-# blocks keeps two clusters from handing out the same address; the first gets block 0.
-_PODNET_REGISTRY = Path(tempfile.gettempdir()) / "mlkube-dev-podnets"
+# Pods get addresses from POD_CIDR on the bridge BRIDGE; Services from SERVICE_CIDR, the
+# cluster DNS at DNS_SERVICE_IP. Chosen away from podman's (10.88/16) and Docker's
+# (172.17/16) defaults.
+POD_CIDR = "10.244.0.0/24"
+BRIDGE = "mlkube0"
+DNS_SERVICE_IP = "10.0.0.10"
 
 
 def default_state_dir() -> Path:
@@ -46,6 +48,9 @@ class Ports:
     controller_manager: int
     scheduler: int
     kubelet: int
+    kubelet_healthz: int
+    kube_proxy_healthz: int
+    kube_proxy_metrics: int
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,8 @@ class ClusterConfig:
     """What a state directory decided at its first `up` and keeps for its whole life."""
 
     ports: Ports
-    pod_block: int
     node_name: str = DEFAULT_NODE_NAME
     version: int = CONFIG_VERSION
-
-    @property
-    def pod_ip_prefix(self) -> str:
-        return f"127.0.{self.pod_block}."
 
     @property
     def apiserver_url(self) -> str:
@@ -71,9 +71,12 @@ class ClusterConfig:
     @classmethod
     def from_json(cls, text: str) -> ClusterConfig:
         raw = json.loads(text)
+        if int(raw.get("version", 1)) != CONFIG_VERSION:
+            raise ValueError(
+                f"cluster.json version {raw.get('version', 1)} (this mlkube writes {CONFIG_VERSION})"
+            )
         return cls(
             ports=Ports(**raw["ports"]),
-            pod_block=int(raw["pod_block"]),
             node_name=str(raw.get("node_name", DEFAULT_NODE_NAME)),
             version=int(raw.get("version", CONFIG_VERSION)),
         )
@@ -109,8 +112,29 @@ class StateDir:
         return self.root / "run"
 
     @property
-    def pods(self) -> Path:
-        return self.root / "pods"
+    def containerd(self) -> Path:
+        return self.root / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd / "containerd.sock"
+
+    @property
+    def cni(self) -> Path:
+        return self.root / "cni"
+
+    @property
+    def kubelet(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kube_proxy(self) -> Path:
+        return self.root / "kube-proxy"
+
+    @property
+    def images(self) -> Path:
+        """Markers of the images imported into containerd (image id per name)."""
+        return self.root / "images"
 
     @property
     def volumes(self) -> Path:
@@ -119,6 +143,10 @@ class StateDir:
     @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
+
+    @property
+    def host_changes(self) -> Path:
+        return self.root / "host-changes.json"
 
     @property
     def lock_file(self) -> Path:
@@ -131,7 +159,19 @@ class StateDir:
         return self.logs / f"{component}.log"
 
     def ensure(self) -> None:
-        for d in (self.root, self.pki, self.etcd_data, self.logs, self.run, self.pods, self.volumes):
+        for d in (
+            self.root,
+            self.pki,
+            self.etcd_data,
+            self.logs,
+            self.run,
+            self.containerd,
+            self.cni,
+            self.kubelet,
+            self.kube_proxy,
+            self.images,
+            self.volumes,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         self.pki.chmod(0o700)
         self.etcd_data.chmod(0o700)
@@ -144,12 +184,9 @@ class StateDir:
 
     def load_or_create_config(self, node_name: str = DEFAULT_NODE_NAME) -> ClusterConfig:
         if self.config_file.is_file():
-            cfg = self.load_config()
-            _claim_pod_block(cfg.pod_block, self.root)
-            return cfg
-        cfg = ClusterConfig(
-            ports=_free_ports(), pod_block=_allocate_pod_block(self.root), node_name=node_name
-        )
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                return self.load_config()
+        cfg = ClusterConfig(ports=_free_ports(), node_name=node_name)
         self._write_config(cfg)
         return cfg
 
@@ -165,40 +202,22 @@ class StateDir:
         """
         if not any(_port_taken(p) for p in asdict(cfg.ports).values()):
             return cfg
-        new = ClusterConfig(ports=_free_ports(), pod_block=cfg.pod_block, node_name=cfg.node_name)
+        new = ClusterConfig(ports=_free_ports(), node_name=cfg.node_name)
         self._write_config(new)
         return new
-
-    def release(self) -> None:
-        """Forget the pod address block this directory claimed (used when it is purged)."""
-        if not self.config_file.is_file():
-            return
-        with contextlib.suppress(Exception):
-            block = self.load_config().pod_block
-            entry = _PODNET_REGISTRY / str(block)
-            if _registry_owner(entry) == str(self.root):
-                entry.unlink()
 
 
 def _free_ports() -> Ports:
     socks: list[socket.socket] = []
     try:
-        for _ in range(6):
+        for _ in range(len(fields(Ports))):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)
-        p = [s.getsockname()[1] for s in socks]
+        return Ports(*(s.getsockname()[1] for s in socks))
     finally:
         for s in socks:
             s.close()
-    return Ports(
-        etcd_client=p[0],
-        etcd_peer=p[1],
-        apiserver=p[2],
-        controller_manager=p[3],
-        scheduler=p[4],
-        kubelet=p[5],
-    )
 
 
 def _port_taken(port: int) -> bool:
@@ -209,56 +228,3 @@ def _port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _registry_owner(entry: Path) -> str | None:
-    try:
-        return entry.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _entry_is_stale(entry: Path) -> bool:
-    owner = _registry_owner(entry)
-    if owner is None:
-        return True
-    cfg_file = Path(owner) / "cluster.json"
-    try:
-        cfg = ClusterConfig.from_json(cfg_file.read_text())
-    except (OSError, ValueError, KeyError):
-        return True
-    return str(cfg.pod_block) != entry.name
-
-
-def _allocate_pod_block(root: Path) -> int:
-    _PODNET_REGISTRY.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        _PODNET_REGISTRY.chmod(0o1777)
-    for block in range(256):
-        entry = _PODNET_REGISTRY / str(block)
-        if entry.exists():
-            if _registry_owner(entry) == str(root):
-                return block
-            if not _entry_is_stale(entry):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-        try:
-            fd = os.open(entry, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:
-                continue
-            raise
-        with os.fdopen(fd, "w") as f:
-            f.write(str(root) + "\n")
-        return block
-    raise RuntimeError(f"all 256 pod address blocks in {_PODNET_REGISTRY} are claimed by other dev clusters")
-
-
-def _claim_pod_block(block: int, root: Path) -> None:
-    """Re-register an existing directory's block (the registry lives in a temp dir)."""
-    entry = _PODNET_REGISTRY / str(block)
-    with contextlib.suppress(OSError):
-        _PODNET_REGISTRY.mkdir(parents=True, exist_ok=True)
-        if not entry.exists() or _entry_is_stale(entry):
-            entry.write_text(str(root) + "\n")

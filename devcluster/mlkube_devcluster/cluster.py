@@ -1,11 +1,19 @@
 """Bringing the dev cluster up and down, one component at a time, idempotently.
 
 Each component is checked on its own (pid file plus process start time) and only what is
-missing is started, so `up` after a crash of one process repairs just that process, and
-`up` on a running cluster returns in well under a second. Components start in dependency
-order and `up` waits for each readiness signal a later one needs (etcd health, the API
-server's /readyz, the Node turning Ready), so that when it prints the kubeconfig a Pod
-created right away is scheduled and run.
+missing is started, so `up` after a crash of one process repairs just that process (a
+restarted containerd finds its running containers again, a restarted kubelet adopts its
+pods, as on a real node), and `up` on a running cluster returns in about a second.
+Components start in dependency order and `up` waits for each readiness signal a later one
+needs (etcd health, the API server's /readyz, containerd's socket, the Node turning Ready,
+cluster DNS), so that when it prints the kubeconfig a Pod created right away runs and can
+resolve Service names. Slow preparation (Go builds, image builds and imports) happens
+before any process starts and is skipped when its inputs have not changed.
+
+mlkube itself is installed the way a user installs it: `kubectl apply -k` of a dev overlay
+of `manifests/` (local image tags, nothing else changed), so the operator runs in a pod
+under its own ServiceAccount and RBAC. `--operator=host` runs it as a host process instead,
+for debugging with a local checkout.
 """
 
 from __future__ import annotations
@@ -13,37 +21,37 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import importlib.util
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import urllib3
 import yaml
 
-from . import procs
-from .binaries import find_binaries, k8s_version, repo_root
+from . import addons, images, node, procs
+from .binaries import find_binaries, repo_root
 from .kube import PATCH_APPLY, ApiError, Kube
 from .pki import Pki, ensure_pki
 from .state import CLUSTER_DOMAIN, SERVICE_CIDR, ClusterConfig, StateDir
 
 log = logging.getLogger("mlkube.devcluster")
 
-COMPONENTS = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "operator",
-)
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE = ("containerd", "kubelet", "kube-proxy", "provisioner")
+COMPONENTS = (*CONTROL_PLANE, *NODE, "operator")
 CONTEXT = "mlkube-dev"
 OPERATOR_MODULE = "mlkube_operator.handlers"
+OPERATOR_NAMESPACE = "mlkube-system"
+OPERATOR_DEPLOYMENT = "mlkube-operator"
+FIELD_MANAGER = "mlkube-dev"
+OperatorMode = Literal["cluster", "host", "none"]
 
 
 class DevClusterError(RuntimeError):
@@ -58,6 +66,7 @@ class UpResult:
     already_running: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    images: list[images.BuiltImage] = field(default_factory=list)
     failed: bool = False
 
 
@@ -99,52 +108,43 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(state: StateDir, cfg: ClusterConfig, pki: Pki) -> Path:
-    """An admin kubeconfig with everything inlined, so it can be copied anywhere."""
+def _kubeconfig(server: str, pki: Pki, user: str, cert: Path, key: Path) -> str:
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {
-                "name": CONTEXT,
-                "cluster": {
-                    "server": cfg.apiserver_url,
-                    "certificate-authority-data": _b64(pki.ca_cert),
-                },
-            }
+            {"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": _b64(pki.ca_cert)}}
         ],
         "users": [
-            {
-                "name": f"{CONTEXT}-admin",
-                "user": {
-                    "client-certificate-data": _b64(pki.admin_cert),
-                    "client-key-data": _b64(pki.admin_key),
-                },
-            }
+            {"name": user, "user": {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}}
         ],
         "contexts": [
-            {
-                "name": CONTEXT,
-                "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-admin", "namespace": "default"},
-            }
+            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user, "namespace": "default"}}
         ],
         "current-context": CONTEXT,
         "preferences": {},
     }
-    text = yaml.safe_dump(doc, sort_keys=False)
-    if state.kubeconfig.is_file() and state.kubeconfig.read_text() == text:
-        return state.kubeconfig
-    tmp = state.kubeconfig.with_suffix(".tmp")
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    if path.is_file() and path.read_text() == text:
+        return path
+    tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    tmp.replace(state.kubeconfig)
-    return state.kubeconfig
+    tmp.replace(path)
+    return path
 
 
-def _argv(
-    name: str, bins: Path, state: StateDir, cfg: ClusterConfig, pki: Pki, kubelet_version: str
-) -> list[str]:
+def write_kubeconfig(state: StateDir, cfg: ClusterConfig, pki: Pki) -> Path:
+    """An admin kubeconfig with everything inlined, so it can be copied anywhere."""
+    text = _kubeconfig(cfg.apiserver_url, pki, f"{CONTEXT}-admin", pki.admin_cert, pki.admin_key)
+    return _write_private(state.kubeconfig, text)
+
+
+def _argv(name: str, bins: Path, state: StateDir, cfg: ClusterConfig, pki: Pki, ip: str) -> list[str]:
     p = cfg.ports
     kc = str(state.kubeconfig)
     if name == "etcd":
@@ -163,11 +163,13 @@ def _argv(
             "--log-level=warn",
         ]
     if name == "kube-apiserver":
+        # Pods reach the API server through the `kubernetes` Service, whose endpoint is the
+        # advertised address: it must be the node's address, not loopback.
         return [
             str(bins / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={ip}",
             f"--secure-port={p.apiserver}",
             f"--cert-dir={state.run / 'apiserver-certs'}",
             f"--tls-cert-file={pki.apiserver_cert}",
@@ -180,7 +182,6 @@ def _argv(
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
             f"--kubelet-certificate-authority={pki.ca_cert}",
             f"--kubelet-client-certificate={pki.admin_cert}",
             f"--kubelet-client-key={pki.admin_key}",
@@ -204,7 +205,7 @@ def _argv(
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allocate-node-cidrs=false",
             "--configure-cloud-routes=false",
-            "--use-service-account-credentials=false",
+            "--use-service-account-credentials=true",
             "--profiling=false",
         ]
     if name == "kube-scheduler":
@@ -219,18 +220,11 @@ def _argv(
             f"--cert-dir={state.run / 'scheduler-certs'}",
             "--profiling=false",
         ]
-    if name == "kubelet":
-        return [
-            sys.executable,
-            "-m",
-            "mlkube_operator.devcluster.kubelet",
-            f"--state-dir={state.root}",
-            f"--kubelet-version={kubelet_version}",
-        ]
+    if name == "provisioner":
+        return [sys.executable, "-m", "mlkube_devcluster.provisioner", f"--state-dir={state.root}"]
     if name == "operator":
-        kopf = Path(sys.executable).parent / "kopf"
-        head = [str(kopf)] if kopf.is_file() else [sys.executable, "-m", "kopf"]
-        return [*head, "run", "-m", OPERATOR_MODULE, "--all-namespaces", "--standalone"]
+        # The same entrypoint as the operator's container (`mlkube operator`).
+        return [sys.executable, "-m", "mlkube_operator"]
     raise ValueError(name)
 
 
@@ -281,9 +275,9 @@ def _http_ok(url: str) -> bool:
     return resp.status == 200
 
 
-def _node_ready(kube: Kube, node: str) -> bool:
+def _node_ready(kube: Kube, node_name: str) -> bool:
     try:
-        obj = kube.get_or_none(f"/api/v1/nodes/{node}")
+        obj = kube.get_or_none(f"/api/v1/nodes/{node_name}")
     except (ApiError, urllib3.exceptions.HTTPError):
         return False
     if obj is None:
@@ -294,14 +288,44 @@ def _node_ready(kube: Kube, node: str) -> bool:
     return False
 
 
-def _kubelet_ready(state: StateDir) -> bool:
-    """The running kubelet (not a previous one) has registered the node and watches pods."""
-    record = procs.running(state.pid_file("kubelet"))
+def _deployment_available(kube: Kube, namespace: str, name: str) -> bool:
     try:
-        marker = (state.run / "kubelet.ready").read_text().strip()
-    except OSError:
+        obj = kube.get_or_none(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    except (ApiError, urllib3.exceptions.HTTPError):
         return False
-    return record is not None and marker == str(record.pid)
+    if obj is None:
+        return False
+    st = obj.get("status") or {}
+    want = (obj.get("spec") or {}).get("replicas", 1)
+    return bool(
+        st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
+        and st.get("updatedReplicas", 0) >= want
+        and st.get("availableReplicas", 0) >= want
+        and not st.get("unavailableReplicas")
+    )
+
+
+def _containerd_ready(state: StateDir) -> bool:
+    proc = subprocess.run(
+        ["ctr", "-a", str(state.containerd_socket), "version"], capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0 and "Server:" in proc.stdout
+
+
+def _our_shims(state: StateDir) -> list[int]:
+    """containerd shims serving this node's containerd (they outlive containerd itself)."""
+    sock = str(state.containerd_socket)
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
 
 
 def default_crds_dir() -> Path | None:
@@ -311,26 +335,28 @@ def default_crds_dir() -> Path | None:
     return None
 
 
+def dev_overlay() -> Path:
+    root = repo_root()
+    if root is None or not (root / "devcluster" / "manifests").is_dir():
+        raise DevClusterError(
+            "devcluster/manifests not found: run `mlkube dev` from the mlkube source checkout"
+        )
+    return root / "devcluster" / "manifests"
+
+
 def apply_crds(kube: Kube, crds_dir: Path, timeout: float = 30.0) -> list[str]:
     """Server-side apply every CustomResourceDefinition in `crds_dir/*.yaml`; wait until established."""
     names: list[str] = []
     for path in sorted(crds_dir.glob("*.yaml")) + sorted(crds_dir.glob("*.yml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if not isinstance(doc, dict) or not doc:
-                continue
-            if doc.get("kind") == "Kustomization":
-                continue
-            if doc.get("kind") != "CustomResourceDefinition":
-                log.warning(
-                    "Skipping %s in %s: only CustomResourceDefinitions are applied", doc.get("kind"), path
-                )
+            if not isinstance(doc, dict) or not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             name = doc["metadata"]["name"]
             kube.patch(
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
                 doc,
                 kind=PATCH_APPLY,
-                fieldManager="mlkube-dev",
+                fieldManager=FIELD_MANAGER,
                 force=True,
             )
             names.append(name)
@@ -347,45 +373,45 @@ def apply_crds(kube: Kube, crds_dir: Path, timeout: float = 30.0) -> list[str]:
     return names
 
 
-def operator_importable() -> bool:
-    try:
-        return importlib.util.find_spec(OPERATOR_MODULE) is not None
-    except (ImportError, ValueError):
-        return False
+def _kubectl(bins: Path, state: StateDir, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bins / "kubectl"), "--kubeconfig", str(state.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
-def _operator_env(state: StateDir) -> dict[str, str]:
+def host_operator_env(state: StateDir) -> dict[str, str]:
+    """The environment of a host-process operator: the dev cluster's kubeconfig and images."""
     env = dict(os.environ)
     env["KUBECONFIG"] = str(state.kubeconfig)
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MLKUBE_TRAINER_IMAGE", images.mlkube_image("trainer"))
+    env.setdefault("MLKUBE_SERVER_IMAGE", images.mlkube_image("server"))
     return env
 
 
-def start_operator(state_dir: Path | str | None = None) -> procs.ProcessRecord | None:
-    """Start `kopf run -m mlkube_operator.handlers` against the cluster, unless it runs already.
-
-    Returns None (with a warning) when the handlers module does not exist yet.
-    """
+def start_host_operator(state_dir: Path | str | None = None) -> procs.ProcessRecord:
+    """Start the operator (`python -m mlkube_operator`) on the host against the cluster, unless it runs."""
     state = StateDir(state_dir)
     existing = procs.running(state.pid_file("operator"))
     if existing is not None:
         return existing
-    if not operator_importable():
-        log.warning("Not starting the operator: module %s cannot be imported", OPERATOR_MODULE)
-        return None
     cfg = state.load_config()
     return procs.start(
         "operator",
         _argv("operator", Path(), state, cfg, Pki(state.pki), ""),
         log_file=state.log_file("operator"),
         pid_file=state.pid_file("operator"),
-        env=_operator_env(state),
+        env=host_operator_env(state),
         cwd=state.root,
     )
 
 
-def stop_operator(state_dir: Path | str | None = None) -> bool:
+def stop_host_operator(state_dir: Path | str | None = None) -> bool:
     state = StateDir(state_dir)
     record = procs.running(state.pid_file("operator"))
     if record is None:
@@ -395,16 +421,42 @@ def stop_operator(state_dir: Path | str | None = None) -> bool:
     return True
 
 
+def install_operator(bins: Path, state: StateDir, kube: Kube, timeout: float) -> None:
+    """`kubectl apply -k devcluster/manifests`, then wait for the operator to be available."""
+    proc = _kubectl(
+        bins, state, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-k", str(dev_overlay())
+    )
+    if proc.returncode != 0:
+        raise DevClusterError(f"kubectl apply -k {dev_overlay()} failed: {proc.stderr.strip()}")
+    # A rebuilt image keeps its tag: restart the operator so it runs the new build.
+    marker = state.run / "operator-image.id"
+    ident = images.image_id(images.mlkube_image("operator")) or ""
+    if marker.is_file() and marker.read_text().strip() != ident:
+        _kubectl(
+            bins, state, "-n", OPERATOR_NAMESPACE, "rollout", "restart", f"deployment/{OPERATOR_DEPLOYMENT}"
+        )
+    marker.write_text(ident + "\n")
+    _wait(
+        f"deployment/{OPERATOR_DEPLOYMENT} in {OPERATOR_NAMESPACE} to be available",
+        lambda: _deployment_available(kube, OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT),
+        timeout,
+        state,
+        "kubelet",
+    )
+
+
 def up(
     state_dir: Path | str | None = None,
     *,
-    operator: bool = True,
+    operator: OperatorMode = "cluster",
     crds_dir: Path | None = None,
-    timeout: float = 90.0,
+    timeout: float = 120.0,
 ) -> UpResult:
-    """Start whatever part of the cluster is not running; return once it can run Pods."""
+    """Start whatever part of the cluster is not running; return once pods run and resolve names."""
     t_start = time.monotonic()
     state = StateDir(state_dir)
+    tools = node.find_tools()  # fail fast, before anything is built or started
+    ip = node.node_ip()
     state.ensure()
     with _locked(state):
         cfg = state.load_or_create_config()
@@ -413,23 +465,44 @@ def up(
             cfg = state.repick_ports_if_taken(cfg)
             if cfg.ports != before:
                 log.warning("Some of this cluster's ports were taken by other programs: picked new ones")
-        pki = ensure_pki(state.pki, cfg.node_name)
+        pki = ensure_pki(state.pki, cfg.node_name, ip)
         write_kubeconfig(state, cfg, pki)
+        _write_private(
+            state.run / "kubelet.kubeconfig",
+            _kubeconfig(
+                cfg.apiserver_url, pki, f"system:node:{cfg.node_name}", pki.kubelet_cert, pki.kubelet_key
+            ),
+        )
         kube = Kube.admin(cfg.apiserver_url, pki)
         result = UpResult(state_dir=state.root, kubeconfig=state.kubeconfig)
-        bins: Path | None = None
-        version = k8s_version()
 
-        def ensure(name: str, env: dict[str, str] | None = None) -> bool:
-            nonlocal bins
+        # Everything slow and host-independent first: binaries and images.
+        t = time.monotonic()
+        bins = find_binaries()
+        tools_dir = images.node_tools_dir()
+        result.images = images.build_mlkube_images()
+        wanted = {b.image: images.image_id(b.image) or "" for b in result.images}
+        wanted.update(images.node_images(tools_dir))
+        result.timings["build"] = time.monotonic() - t
+
+        node_running = any(procs.running(state.pid_file(n)) for n in ("containerd", "kubelet", "kube-proxy"))
+        if not node_running and not _our_shims(state):
+            # A previous run ended without `down` (a crash, a killed session): its mounts,
+            # chains and bridge are left over and nothing uses them any more.
+            undone = node.undo_host_changes(state)
+            if undone:
+                log.info("Cleaned up after a previous run: %s", "; ".join(undone))
+        node.prepare_host(state)
+        node.write_node_files(state, cfg, pki, tools, ip)
+        os.environ["PATH"] = f"{tools_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+        def ensure(name: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
             if procs.running(state.pid_file(name)) is not None:
                 result.already_running.append(name)
                 return False
-            if bins is None and name not in ("kubelet", "operator"):
-                bins = find_binaries()
             procs.start(
                 name,
-                _argv(name, bins or Path(), state, cfg, pki, version),
+                argv,
                 log_file=state.log_file(name),
                 pid_file=state.pid_file(name),
                 env=env,
@@ -438,26 +511,39 @@ def up(
             result.started.append(name)
             return True
 
-        ensure("etcd")
+        ensure("etcd", _argv("etcd", bins, state, cfg, pki, ip))
         etcd_url = f"http://127.0.0.1:{cfg.ports.etcd_client}/health"
         result.timings["etcd"] = _wait("etcd health", lambda: _http_ok(etcd_url), timeout, state, "etcd")
-        ensure("kube-apiserver")
+        ensure("kube-apiserver", _argv("kube-apiserver", bins, state, cfg, pki, ip))
         result.timings["kube-apiserver"] = _wait(
             "kube-apiserver /readyz", kube.ready, timeout, state, "kube-apiserver"
         )
         result.timings["api_ready"] = time.monotonic() - t_start
         log.info("API server ready at %s (%.1fs)", cfg.apiserver_url, result.timings["api_ready"])
-        ensure("kube-controller-manager")
-        ensure("kube-scheduler")
-        ensure("kubelet")
-        node = cfg.node_name
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            ensure(name, _argv(name, bins, state, cfg, pki, ip))
+
+        ensure("containerd", node.node_argv("containerd", bins, state, cfg, tools, ip))
+        result.timings["containerd"] = _wait(
+            "containerd", lambda: _containerd_ready(state), timeout, state, "containerd"
+        )
+        t = time.monotonic()
+        imported = images.import_images(state, wanted)
+        result.timings["import"] = time.monotonic() - t
+        if imported:
+            log.info("Imported into containerd: %s", ", ".join(imported))
+        ensure("kubelet", node.node_argv("kubelet", bins, state, cfg, tools, ip))
         result.timings["node_ready"] = _wait(
-            f"node {node} to be Ready",
-            lambda: _kubelet_ready(state) and _node_ready(kube, node),
+            f"node {cfg.node_name} to be Ready",
+            lambda: _node_ready(kube, cfg.node_name),
             timeout,
             state,
             "kubelet",
         )
+        ensure("kube-proxy", node.node_argv("kube-proxy", bins, state, cfg, tools, ip))
+        proxy_url = f"http://127.0.0.1:{cfg.ports.kube_proxy_healthz}/healthz"
+        _wait("kube-proxy /healthz", lambda: _http_ok(proxy_url), timeout, state, "kube-proxy")
+        ensure("provisioner", _argv("provisioner", bins, state, cfg, pki, ip))
         for name, port in (
             ("kube-controller-manager", cfg.ports.controller_manager),
             ("kube-scheduler", cfg.ports.scheduler),
@@ -465,51 +551,97 @@ def up(
             url = f"https://127.0.0.1:{port}/healthz"
             result.timings[name] = _wait(f"{name} /healthz", lambda u=url: _http_ok(u), timeout, state, name)  # type: ignore[misc]
 
+        for obj in addons.coredns_objects(images.coredns_image(tools_dir)):
+            kube.patch(addons.object_path(obj), obj, kind=PATCH_APPLY, fieldManager=FIELD_MANAGER, force=True)
+
         crds = crds_dir if crds_dir is not None else default_crds_dir()
-        crds_ok = True
         if crds is not None and crds.is_dir():
             try:
                 names = apply_crds(kube, crds)
+                log.info("Applied %d CustomResourceDefinitions from %s", len(names), crds)
             except (ApiError, DevClusterError, yaml.YAMLError) as exc:
-                crds_ok = False
-                log.error("Applying CustomResourceDefinitions from %s failed: %s", crds, exc)
-                result.warnings.append(f"CRDs from {crds} not applied: {exc}")
-                result.failed = True
-            else:
-                if names:
-                    log.info("Applied %d CustomResourceDefinitions from %s", len(names), crds)
-        if operator and not crds_ok:
-            result.warnings.append("operator not started because the CRDs could not be applied")
-        elif operator:
+                raise DevClusterError(f"CRDs from {crds} not applied: {exc}") from exc
+
+        if operator == "cluster":
+            stop_host_operator(state.root)
+            t = time.monotonic()
+            install_operator(bins, state, kube, timeout)
+            result.timings["operator"] = time.monotonic() - t
+            result.started.append("operator (in-cluster)")
+        elif operator == "host":
             if procs.running(state.pid_file("operator")) is not None:
                 result.already_running.append("operator")
-            elif start_operator(state.root) is not None:
-                result.started.append("operator")
             else:
-                result.warnings.append(f"operator not started: {OPERATOR_MODULE} cannot be imported")
+                start_host_operator(state.root)
+                result.started.append("operator")
+
+        result.timings["dns_ready"] = _wait(
+            "cluster DNS (deployment/coredns in kube-system)",
+            lambda: _deployment_available(kube, addons.NAMESPACE, addons.NAME),
+            timeout,
+            state,
+            "kubelet",
+        )
         result.timings["total"] = time.monotonic() - t_start
         return result
 
 
+def _crictl(state: StateDir, *args: str) -> subprocess.CompletedProcess[str]:
+    crictl = shutil.which("crictl")
+    if crictl is None:
+        with contextlib.suppress(Exception):
+            crictl = str(images.node_tools_dir() / "crictl")
+    endpoint = f"unix://{state.containerd_socket}"
+    return subprocess.run(
+        [
+            crictl or "crictl",
+            "--runtime-endpoint",
+            endpoint,
+            "--image-endpoint",
+            endpoint,
+            "--timeout",
+            "30s",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def down(state_dir: Path | str | None = None, *, purge: bool = False) -> list[str]:
-    """Stop every process the cluster started (pods included); optionally delete the state."""
+    """Stop every process of the cluster and its pods, and undo what the node changed on the host.
+
+    etcd's data is kept (unless `purge`), so `up` brings back the same cluster and objects;
+    the kubelet then recreates the pods.
+    """
     state = StateDir(state_dir)
     stopped: list[str] = []
     if not state.root.exists():
         return stopped
     with _locked(state):
-        for name in reversed(COMPONENTS):
+
+        def stop(name: str, timeout: float = 10) -> None:
             record = procs.read_record(state.pid_file(name))
-            if record is not None and procs.stop(record, timeout=30 if name == "kubelet" else 10):
+            if record is not None and procs.stop(record, timeout=timeout):
                 stopped.append(name)
             state.pid_file(name).unlink(missing_ok=True)
-        # Pod processes the kubelet could not stop (e.g. it was killed with SIGKILL).
-        for pid_file in state.pods.glob("*/containers/*/process.json"):
-            record = procs.read_record(pid_file)
-            if record is not None and procs.stop(record, timeout=5):
-                stopped.append(f"pod process {record.name}")
-        if purge:
-            state.release()
+
+        stop("operator", 15)
+        stop("kubelet", 30)
+        if procs.running(state.pid_file("containerd")) is not None:
+            # The kubelet is gone, so nothing recreates them: stop and remove every pod
+            # through the CRI, which also releases their network namespaces and addresses.
+            removed = _crictl(state, "rmp", "--all", "--force")
+            if removed.returncode == 0 and removed.stdout.strip():
+                stopped.append(f"{len(removed.stdout.strip().splitlines())} pods")
+        for name in ("kube-proxy", "provisioner", "containerd"):
+            stop(name)
+        for pid in _our_shims(state):
+            procs.signal_group(pid, 9)
+        for name in reversed(CONTROL_PLANE):
+            stop(name)
+        stopped.extend(node.undo_host_changes(state))
     if purge:
         shutil.rmtree(state.root, ignore_errors=True)
     return stopped
@@ -530,7 +662,10 @@ def status(state_dir: Path | str | None = None) -> ClusterStatus:
     )
     if not st.exists:
         return st
-    cfg = state.load_config()
+    try:
+        cfg = state.load_config()
+    except (OSError, ValueError, KeyError, TypeError):
+        return st
     st.api_url = cfg.apiserver_url
     pki = Pki(state.pki)
     if pki.complete() and any(c.pid for c in comps if c.name == "kube-apiserver"):
@@ -547,6 +682,9 @@ def describe(st: ClusterStatus) -> str:
         lines.append("no cluster here (run `mlkube dev up`)")
         return "\n".join(lines)
     for c in st.components:
+        if c.name == "operator" and c.pid is None:
+            lines.append(f"{'operator':<24}{'in-cluster (kubectl -n mlkube-system get deploy)':<22}")
+            continue
         state_txt = f"running (pid {c.pid})" if c.pid else "stopped"
         lines.append(f"{c.name:<24}{state_txt:<22}log {c.log_file}")
     lines.append(f"API server  {st.api_url} ({'ready' if st.api_ready else 'not ready'})")

@@ -167,10 +167,29 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def ensure_pki(root: Path, node_name: str) -> Pki:
-    """Create whatever is missing under `root`; existing material is kept."""
+def _has_ip(cert_file: Path, ip: str) -> bool:
+    """Whether a certificate names `ip` among its subject alternative names."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    return ipaddress.ip_address(ip) in sans.get_values_for_type(x509.IPAddress)
+
+
+def ensure_pki(root: Path, node_name: str, node_ip: str) -> Pki:
+    """Create whatever is missing under `root`; existing material is kept.
+
+    The API server's and the kubelet's serving certificates name the node's address (pods
+    reach the API server through it, the API server reaches the kubelet through it); when
+    the machine's address changed since they were made, they are issued again.
+    """
     pki = Pki(root)
     root.mkdir(parents=True, exist_ok=True)
+    for cert_file, key_file in ((pki.apiserver_cert, pki.apiserver_key), (pki.kubelet_cert, pki.kubelet_key)):
+        if cert_file.is_file() and not _has_ip(cert_file, node_ip):
+            cert_file.unlink()
+            key_file.unlink(missing_ok=True)
     if pki.complete():
         return pki
 
@@ -224,7 +243,7 @@ def ensure_pki(root: Path, node_name: str) -> Pki:
             server=True,
             client=False,
             dns=["localhost", "kubernetes", "kubernetes.default", svc, f"{svc}.{CLUSTER_DOMAIN}"],
-            ips=["127.0.0.1", FIRST_SERVICE_IP],
+            ips=["127.0.0.1", node_ip, FIRST_SERVICE_IP],
         )
         _write_key(pki.apiserver_key, key)
         _write_cert(pki.apiserver_cert, cert)
@@ -238,7 +257,8 @@ def ensure_pki(root: Path, node_name: str) -> Pki:
         _write_cert(pki.admin_cert, cert)
 
     if not (pki.kubelet_cert.is_file() and pki.kubelet_key.is_file()):
-        # Serves the kubelet's log endpoint; the API server verifies it against the CA.
+        # The kubelet's identity towards the API server (Node authorizer) and its serving
+        # certificate (logs, exec), which the API server verifies against the CA.
         key = _new_key()
         cert = _issue(
             ca_cert,
@@ -248,7 +268,7 @@ def ensure_pki(root: Path, node_name: str) -> Pki:
             server=True,
             client=True,
             dns=["localhost", node_name],
-            ips=["127.0.0.1"],
+            ips=["127.0.0.1", node_ip],
         )
         _write_key(pki.kubelet_key, key)
         _write_cert(pki.kubelet_cert, cert)

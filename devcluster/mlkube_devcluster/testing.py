@@ -25,7 +25,7 @@ class DevClusterHandle:
     kubeconfig: str
     api_client: Any  # kubernetes.client.ApiClient
     timings: dict[str, float] = field(default_factory=dict)
-    crd_error: str | None = None
+    node_ip: str = "127.0.0.1"
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 180

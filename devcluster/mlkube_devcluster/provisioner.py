@@ -1,5 +1,8 @@
 """A dynamic provisioner for PersistentVolumeClaims: host directories under the state dir.
 
+It runs as a host process of the dev cluster (`python -m mlkube_devcluster.provisioner`),
+next to the kubelet, like the local-path provisioners of kind and k3s.
+
 mlkube's artifact store is a PVC, so claims must bind as on a real cluster or nothing
 that uses them would ever schedule. The default StorageClass names this provisioner;
 for every pending claim of that class a hostPath PV is created already bound to it
@@ -9,14 +12,19 @@ binding. Released volumes of reclaim policy Delete are removed, directory includ
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 
 from .kube import ApiError, Informer, Kube, Obj
+from .pki import Pki
+from .state import StateDir
 
-log = logging.getLogger("mlkube.kubelet")
+log = logging.getLogger("mlkube.provisioner")
 
 STORAGE_CLASS = "standard"
 PROVISIONER = "mlkube.io/dev-hostpath"
@@ -135,6 +143,9 @@ class Provisioner:
         }
         with self._lock:
             path.mkdir(parents=True, exist_ok=True)
+            # Workloads run as arbitrary non-root users (mlkube's as 10001), as on a real
+            # cluster's volumes: the directory must be writable for them.
+            os.chmod(path, 0o1777)
             try:
                 self.kube.create("/api/v1/persistentvolumes", pv)
             except ApiError as exc:
@@ -163,3 +174,26 @@ class Provisioner:
             log.info("Deleted released volume %s", meta["name"])
         except ApiError as exc:
             log.warning("deleting %s failed: %s", meta.get("name"), exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlkube_devcluster.provisioner")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    state = StateDir(args.state_dir)
+    cfg = state.load_config()
+    kube = Kube.admin(cfg.apiserver_url, Pki(state.pki))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    prov = Provisioner(kube, state.volumes, stop)
+    prov.ensure_storage_class()
+    prov.start()
+    (state.run / "provisioner.ready").write_text(f"{os.getpid()}\n")
+    stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

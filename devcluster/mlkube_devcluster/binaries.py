@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 # Kept equal to the k8s.io/kubernetes version in controlplane/go.mod (read from there when
 # the repository is at hand).
 DEFAULT_K8S_VERSION = "v1.35.4"
@@ -26,7 +26,7 @@ class BinariesNotFound(RuntimeError):
 
 def repo_root() -> Path | None:
     """The source checkout this package runs from, if it runs from one."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     if (root / "scripts" / "build-control-plane.sh").is_file():
         return root
     return None

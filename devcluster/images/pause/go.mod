@@ -1,0 +1,3 @@
+module mlkube.io/devcluster/pause
+
+go 1.22

@@ -8,7 +8,15 @@ from typing import Any
 
 import kopf
 
-from mlkube_operator.handlers.resync import Scheduler, dataset_in_flight, run_in_flight, run_waiting
+from mlkube_operator.handlers.resync import (
+    Scheduler,
+    dataset_in_flight,
+    deployment_active,
+    deployment_serving,
+    deployment_waiting,
+    run_in_flight,
+    run_waiting,
+)
 
 
 def body(name: str, active: bool = True) -> kopf.Body:
@@ -90,3 +98,10 @@ def test_filters_tell_work_in_flight_from_settled_and_waiting() -> None:
         }
     )
     assert run_in_flight(failing)  # an error in status is retried until it clears
+
+    waiting_md = obj("Ready", "False", "ModelNotReady")
+    assert deployment_waiting(waiting_md) and not deployment_active(waiting_md)
+    assert not deployment_serving(waiting_md)
+    serving = obj("Ready", "True", "Serving")
+    serving["status"]["currentModel"] = {"sha256": "ab", "trainingRun": "r"}
+    assert deployment_active(serving) and deployment_serving(serving) and not deployment_waiting(serving)

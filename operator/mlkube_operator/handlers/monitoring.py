@@ -206,7 +206,7 @@ def monitor_model_deployment(obj: JSON, logger: kopf.Logger) -> None:
         )
 
 
-@resync.timer(MODEL_DEPLOYMENTS, interval=5)
+@resync.timer(MODEL_DEPLOYMENTS, interval=5, when=resync.deployment_serving)
 def model_deployment_monitor(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     obj = dict(body)
     retry = int(kwargs.get("retry") or 0)

@@ -228,3 +228,28 @@ def run_waiting(body: dict[str, Any]) -> bool:
 @kopf.on.cleanup()
 async def stop_resync(**_: Any) -> None:
     await SCHEDULER.stop()
+
+
+def _model_not_ready(body: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == C.READY), None)
+    return (
+        ready is not None
+        and ready.get("reason") == C.REASON_MODEL_NOT_READY
+        and status.get("observedGeneration") == _generation(body)
+    )
+
+
+def deployment_active(body: dict[str, Any]) -> bool:
+    """A ModelDeployment with something to serve (or a failure to retry): resynced every 30 s."""
+    return _failing(body) or not _model_not_ready(body)
+
+
+def deployment_waiting(body: dict[str, Any]) -> bool:
+    """A ModelDeployment waiting for a model: its TrainingRun's events wake it; resynced rarely."""
+    return not deployment_active(body)
+
+
+def deployment_serving(body: dict[str, Any]) -> bool:
+    """A ModelDeployment serving a model: the only ones the monitoring loop can judge."""
+    return bool((body.get("status") or {}).get("currentModel"))

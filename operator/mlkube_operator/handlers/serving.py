@@ -122,7 +122,8 @@ def model_deployment_event(type: str, body: kopf.Body, logger: kopf.Logger, **_:
     _serve(dict(body), logger)
 
 
-@resync.timer(MODEL_DEPLOYMENTS, interval=30)
+@resync.timer(MODEL_DEPLOYMENTS, interval=30, when=resync.deployment_active)
+@resync.timer(MODEL_DEPLOYMENTS, interval=300, when=resync.deployment_waiting)
 def model_deployment_resync(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     _serve(dict(body), logger, int(kwargs.get("retry") or 0))
 

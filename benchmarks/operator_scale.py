@@ -223,7 +223,12 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=1000, help="Datasets, and as many TrainingRuns")
     parser.add_argument("--deployments", type=int, default=50)
     parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state to measure")
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait after catch-up")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=300.0,
+        help="most seconds to wait for reconciles to quiet down after catch-up",
+    )
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the namespace")
     parser.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
@@ -281,7 +286,17 @@ def main() -> int:
             time.sleep(0.5)
         results["catchUpSeconds"] = round(time.monotonic() - started, 1)
         print(f"catch-up: every object has a status after {results['catchUpSeconds']}s", file=sys.stderr)
-        time.sleep(args.settle)
+        # The watch events of the catch-up may still be queued: wait until reconciles quiet down
+        # (fewer than 2 per second over 10 s), at most --settle seconds.
+        settle_end = time.monotonic() + args.settle
+        last = sum(scrape_series(metrics_url, "mlkube_operator_reconciliations_total").values())
+        while time.monotonic() < settle_end:
+            time.sleep(10)
+            now_total = sum(scrape_series(metrics_url, "mlkube_operator_reconciliations_total").values())
+            if now_total - last < 20:
+                break
+            last = now_total
+        results["settledAfterSeconds"] = round(time.monotonic() - started, 1)
 
         # Steady state.
         lines0 = log_path.read_bytes().count(b"\n")

@@ -79,7 +79,14 @@ def test_filters_tell_work_in_flight_from_settled_and_waiting() -> None:
 
     assert dataset_in_flight({"metadata": {"generation": 1}})
     assert dataset_in_flight(obj("Ready", "Unknown", "Profiling"))
-    assert not dataset_in_flight(obj("Ready", "False", "SourceUnavailable"))
+    assert not dataset_in_flight(obj("Ready", "False", "ValidationFailed"))
+    # A read is scheduled (retry after SourceUnavailable, a refresh interval) or running.
+    retrying = obj("Ready", "False", "SourceUnavailable")
+    retrying["status"]["nextReadTime"] = "2026-01-01T00:00:30Z"
+    assert dataset_in_flight(retrying)
+    refreshing = obj("Ready", "True", "Profiled")
+    refreshing["status"]["refreshing"] = True
+    assert dataset_in_flight(refreshing) and not dataset_in_flight(obj("Ready", "True", "Profiled"))
     assert dataset_in_flight(obj("Ready", "True", "Profiled", observed=0))  # a new generation
     waiting = obj("Succeeded", "Unknown", "DatasetNotReady")
     assert run_waiting(waiting) and not run_in_flight(waiting)

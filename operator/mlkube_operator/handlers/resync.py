@@ -198,9 +198,12 @@ def _failing(body: dict[str, Any]) -> bool:
 
 
 def dataset_in_flight(body: dict[str, Any]) -> bool:
-    """A Dataset whose generation has no verdict yet (a settled one has nothing left to do)."""
+    """A Dataset whose generation has no verdict yet, or that will read its source again
+    (a refresh interval, a retry after SourceUnavailable, a re-read running); a settled
+    one with no read scheduled has nothing left to do."""
     status = DatasetStatus.model_validate(body.get("status") or {})
-    return _failing(body) or not dataset_settled(status, _generation(body))
+    scheduled = status.refreshing or status.next_read_time is not None
+    return _failing(body) or scheduled or not dataset_settled(status, _generation(body))
 
 
 def _run_waiting(status: TrainingRunStatus, generation: int) -> bool:

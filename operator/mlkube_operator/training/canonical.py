@@ -14,7 +14,7 @@ the same values and the same bytes, which is what the training Job relies on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,9 +65,21 @@ def _scalar(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+# Rows serialised at a time: the per-cell strings of one chunk (tens of MB) are
+# freed before the next, so a million-row table does not hold ten million Python
+# strings at once.
+CHUNK_ROWS = 50_000
+
+
+def canonical_chunks(frame: pd.DataFrame, columns: Sequence[str], rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+    """The canonical serialisation of `frame[columns]`, the header first, then `rows` rows at a time."""
+    yield (",".join(_field(str(name)) for name in columns) + "\n").encode("utf-8")
+    for start in range(0, len(frame), rows):
+        part = frame.iloc[start : start + rows]
+        cells = [_cells(part[name]) for name in columns]
+        yield ("\n".join(map(",".join, zip(*cells, strict=True))) + "\n").encode("utf-8")
+
+
 def canonical_csv(frame: pd.DataFrame, columns: Sequence[str]) -> bytes:
     """The canonical serialisation of `frame[columns]` (see the module docstring)."""
-    cells = [_cells(frame[name]) for name in columns]
-    lines = [",".join(_field(str(name)) for name in columns)]
-    lines.extend(",".join(row) for row in zip(*cells, strict=True))
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    return b"".join(canonical_chunks(frame, columns))

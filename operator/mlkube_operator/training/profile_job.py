@@ -22,7 +22,7 @@ from .contract import DATA_FILE, PROFILE_FILE, Reason
 from .errors import JobFailure, log
 from .profiling import build_profile, schema
 from .rules import check_rules, select_columns
-from .sources import load_frame, parse_csv
+from .sources import load_frame, parse_canonical
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,13 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
 
     data = canonical_csv(frame, columns)
     content_hash = sha256_bytes(data)
-    canonical = parse_csv(data, "canonical data")
-    if len(canonical) != len(frame) or list(canonical.columns) != columns:
+    source_rows = len(frame)
+    del frame  # the source frame is not needed any more: the profile describes the canonical bytes
+    canonical = parse_canonical(data)
+    if len(canonical) != source_rows or list(canonical.columns) != columns:
         raise JobFailure(
             Reason.VALIDATION_FAILED,
-            f"the data does not survive CSV round-tripping ({len(frame)} rows became {len(canonical)})",
+            f"the data does not survive CSV round-tripping ({source_rows} rows became {len(canonical)})",
         )
     profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
 

@@ -53,7 +53,7 @@ from .search_contract import (
     search_dir,
     trial_file,
 )
-from .sources import parse_csv
+from .sources import parse_canonical
 from .train_job import _split, read_verified
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"
@@ -132,7 +132,7 @@ def prepare(req: TrialRequest, search: Search) -> Prepared:
     spec = req.spec
     cls = resolve_class(spec.estimator.class_name, req.allowed_prefixes)
     store = open_store(str(req.artifact_root))
-    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash, store), "dataset file")
+    frame = parse_canonical(read_verified(req.data_uri, req.dataset_hash, store))
     if req.target not in frame.columns:
         raise JobFailure(Reason.INVALID_SPEC, f"--target: column {req.target!r} is not in the dataset")
     features = [str(c) for c in frame.columns if c != req.target]

@@ -34,7 +34,7 @@ from .metrics import evaluate, gate_failure, plan_metrics
 from .pipeline import build_pipeline, model_input
 from .profiling import class_labels, infer_task
 from .reference import reference_predictions
-from .sources import parse_csv
+from .sources import parse_canonical
 
 _MAX_WARNINGS = 5
 _MAX_WARNING_CHARS = 300
@@ -82,7 +82,7 @@ def run_train(req: TrainRequest) -> dict[str, Any]:
     class_path = spec.estimator.class_name
     cls = resolve_class(class_path, req.allowed_prefixes)
     store = open_store(req.artifact_root)
-    frame = parse_csv(read_verified(req.data_uri, req.dataset_hash, store), "dataset file")
+    frame = parse_canonical(read_verified(req.data_uri, req.dataset_hash, store))
     if req.target not in frame.columns:
         raise JobFailure(Reason.INVALID_SPEC, f"--target: column {req.target!r} is not in the dataset")
     features = [str(c) for c in frame.columns if c != req.target]

@@ -514,3 +514,53 @@ def test_after_an_operator_restart_old_requests_are_not_judged(
     assert s["lastAnalysis"]["verdict"] == "InsufficientData" and s["lastAnalysis"]["values"]["samples"] == 0
     assert "ModelDegraded" not in event_reasons(kc, namespace, "ModelDeployment")
     assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Degraded")["status"] == "Unknown"  # type: ignore[index]
+
+
+def test_a_canary_worse_than_the_stable_pods_never_promotes(
+    dev_cluster: Any, namespace: str, mlkube_operator: Any
+) -> None:
+    """Issue 9.5: a model that passes every absolute check (a constant predictor matches its
+    own held-out predictions, errors and latency are fine) but predicts very differently
+    from the stable model on the same traffic is aborted, not promoted."""
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    docs = iris_stack(
+        "iris-lr",
+        {
+            "replicas": 2,
+            "strategy": {"type": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}]},
+            "monitoring": MONITORING,
+        },
+    )
+    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
+    first = status(api, namespace)["currentModel"]["sha256"]
+    patch = {
+        "spec": {
+            "estimator": {
+                "className": "sklearn.dummy.DummyClassifier",
+                "params": {"max_iter": None, "strategy": "most_frequent"},
+            }
+        }
+    }
+    kubectl(kc, "-n", namespace, "patch", "trainingrun", "iris-lr", "--type=merge", "-p", json.dumps(patch))
+    wait_for(lambda: status(api, namespace).get("state") == "Canary", 240, "the canary of the constant model")
+    wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
+    worse = status(api, namespace)["candidateModel"]["sha256"]
+    for pod in predictor_pods(api, namespace):  # the same in-distribution rows to both tracks
+        url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
+        for i in range(0, len(IRIS_ROWS), 5):
+            body = json.dumps({"instances": IRIS_ROWS[i : i + 5]}).encode()
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+    aborted = explained(
+        api,
+        namespace,
+        lambda: (s := status(api, namespace)).get("rejectedModels") and s,
+        120,
+        "the worse canary to be aborted",
+    )
+    assert [(r["sha256"], r["reason"]) for r in aborted["rejectedModels"]] == [(worse, "CanaryAborted")]
+    assert "worse than stable: prediction share" in aborted["lastAction"]
+    assert aborted["currentModel"]["sha256"] == first
+    assert "CanaryPromoted" not in event_reasons(kc, namespace, "ModelDeployment")

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import constants as C
 
+QUANTITY_OR_EMPTY = r"^([0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)?$"
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -46,6 +48,23 @@ class Settings(BaseModel):
     artifact_credentials_secret: str | None = Field(
         default=None,
         description="Secret (in each namespace) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the store.",
+    )
+    # Requests of containers whose spec sets none, so that namespaces with a ResourceQuota on
+    # requests.cpu/requests.memory admit them (a pod without requests is refused there).
+    # An empty value adds no request for that resource.
+    job_cpu_request: str = Field(
+        default="100m",
+        pattern=QUANTITY_OR_EMPTY,
+        description="CPU request of profile, training and search Jobs.",
+    )
+    job_memory_request: str = Field(
+        default="256Mi", pattern=QUANTITY_OR_EMPTY, description="Memory request of those Jobs."
+    )
+    predictor_cpu_request: str = Field(
+        default="50m", pattern=QUANTITY_OR_EMPTY, description="CPU request of predictor containers."
+    )
+    predictor_memory_request: str = Field(
+        default="128Mi", pattern=QUANTITY_OR_EMPTY, description="Memory request of predictor containers."
     )
     allowed_estimator_prefixes: tuple[str, ...] = Field(default=("sklearn.",))
     profile_backoff_limit: int = Field(default=2, ge=0)

@@ -160,8 +160,10 @@ def build_job(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if resources is not None:
-        container["resources"] = resources.model_dump(by_alias=True, exclude_none=True)
+    if wanted := with_default_requests(
+        resources, cpu=settings.job_cpu_request, memory=settings.job_memory_request
+    ):
+        container["resources"] = wanted
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -206,6 +208,24 @@ def build_job(
             },
         },
     }
+
+
+def with_default_requests(resources: Resources | None, *, cpu: str, memory: str) -> JSON:
+    """The container's resources, with a default request for cpu and memory the spec leaves out (pure).
+
+    A namespace whose ResourceQuota covers requests.cpu/requests.memory refuses pods that
+    request nothing. A resource with a limit but no request gets no default: Kubernetes then
+    requests the limit, and a default above a small limit would be refused.
+    """
+    out: JSON = resources.model_dump(by_alias=True, exclude_none=True) if resources is not None else {}
+    requests = dict(out.get("requests") or {})
+    limits = out.get("limits") or {}
+    for key, default in (("cpu", cpu), ("memory", memory)):
+        if default and key not in requests and key not in limits:
+            requests[key] = default
+    if requests:
+        out["requests"] = requests
+    return out
 
 
 def secret_env(name: str, secret: str, key: str) -> JSON:

@@ -44,7 +44,7 @@ from ..api.trainingrun import TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition
-from .jobs import artifact_store_env
+from .jobs import artifact_store_env, with_default_requests
 from .monitoring import build_retrain_run, record_verdict, retrain_run_name, spec_digest
 from .naming import child_name, labels, owner_reference
 from .plan import Event, transitioned
@@ -206,8 +206,10 @@ def build_predictor(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if spec.resources is not None:
-        container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
+    if wanted := with_default_requests(
+        spec.resources, cpu=settings.predictor_cpu_request, memory=settings.predictor_memory_request
+    ):
+        container["resources"] = wanted
     template: JSON = {
         "metadata": {
             "labels": pod_labels,

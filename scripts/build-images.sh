@@ -4,6 +4,10 @@
 #
 #   scripts/build-images.sh                 # images tagged $IMAGE_REPO-<target>:$IMAGE_TAG
 #   BASE_IMAGE=python:3.11-slim scripts/build-images.sh
+#   IMAGE_REPO=registry.example.com/ml/mlkube IMAGE_TAG=0.1.0 IMAGE_PUSH=1 scripts/build-images.sh
+#
+# IMAGE_PUSH (any value): push each image after building it (docs/install.md); log in with
+# `podman login <registry>` first.
 #
 # BASE_IMAGE: what the Dockerfile builds on. Unset, the public python:3.11-slim is used
 # when its registry answers; otherwise a base is made from Debian packages with
@@ -99,5 +103,9 @@ for t in "${targets[@]}"; do
     state=built
   fi
   size=$("$engine" inspect --type image --format '{{.Size}}' "$image")
+  if [ -n "${IMAGE_PUSH:-}" ]; then
+    echo "build-images: pushing $image" >&2
+    "$engine" push "$image" >&2
+  fi
   echo "$t $image $size $state"
 done

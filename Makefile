@@ -35,11 +35,11 @@ crds: $(STAMP)
 	$(BIN)/python -m mlkube_operator.crdgen
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator serving devcluster tests benchmarks
-	$(BIN)/ruff format --check operator serving devcluster tests benchmarks
+	$(BIN)/ruff check operator serving sdk devcluster tests benchmarks
+	$(BIN)/ruff format --check operator serving sdk devcluster tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy operator/mlkube_operator serving/mlkube_serving devcluster/mlkube_devcluster
+	$(BIN)/mypy operator/mlkube_operator serving/mlkube_serving sdk/mlkube devcluster/mlkube_devcluster
 
 imports: $(STAMP)
 	$(BIN)/lint-imports

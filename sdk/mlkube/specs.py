@@ -1,0 +1,249 @@
+"""Pure builders: Python objects in, mlkube manifests and tables out (no I/O).
+
+The SDK writes the same resources a platform team writes in YAML, built and validated
+with the operator's own pydantic models (`mlkube_operator.api`), so a spec the SDK sends
+is one `mlkube validate` accepts and `.to_yaml()` is the manifest to commit to Git.
+Kept apart from the handles so the conversions (an estimator instance to
+`spec.estimator`, a manifest to YAML, runs to a comparison table) are unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mlkube_operator import constants as C
+from mlkube_operator.api import Kind
+from mlkube_operator.api.trainingrun import Estimator
+
+from .errors import InvalidSpec
+
+# ConfigMaps (like every object) are capped at 1 MiB by the API server (etcd's request
+# limit is 1.5 MiB); the CSV text goes in one key, the rest of the object needs a little room.
+CONFIGMAP_LIMIT_BYTES = 1_000_000
+CONFIGMAP_KEY = "data.csv"
+
+JSON = dict[str, Any]
+
+
+def validation_message(err: ValidationError) -> str:
+    """`spec.field.sub: problem; ...` from a pydantic error, with the wire (camelCase) names."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else str(e["msg"]))
+    return "; ".join(parts)
+
+
+def parse_spec(model: type[BaseModel], spec: Mapping[str, Any], kind: str, name: str) -> BaseModel:
+    """Validate `spec` with the API model; InvalidSpec names the field (prefixed `spec.`)."""
+    try:
+        return model.model_validate(dict(spec))
+    except ValidationError as err:
+        msg = "; ".join(f"spec.{part}" for part in validation_message(err).split("; "))
+        raise InvalidSpec(msg, reason="InvalidSpec", kind=kind, name=name) from None
+
+
+def dump_spec(spec: BaseModel) -> JSON:
+    """The spec as the API server takes it: camelCase, no nulls."""
+    out: JSON = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out
+
+
+def manifest(kind: Kind, name: str, spec: BaseModel, namespace: str | None = None) -> JSON:
+    meta: JSON = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": C.API_VERSION, "kind": kind.kind, "metadata": meta, "spec": dump_spec(spec)}
+
+
+def to_yaml(kind: Kind, name: str, spec: Mapping[str, Any]) -> str:
+    """The manifest to commit to Git: only what differs from the schema's defaults, no namespace
+    (apply it with `kubectl apply -n NS` or a kustomization's namespace)."""
+    model = parse_spec(kind.spec, spec, kind.kind, name)
+    body: JSON = model.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    doc = {"apiVersion": C.API_VERSION, "kind": kind.kind, "metadata": {"name": name}, "spec": body}
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+# -- estimators ---------------------------------------------------------------------------------
+
+
+def class_path(cls: type) -> str:
+    """The public dotted path of a class: `sklearn.ensemble.RandomForestClassifier`, not the
+    private module it is defined in (`sklearn.ensemble._forest`), when a parent module exports it."""
+    parts = cls.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        module_name = ".".join(parts[:i])
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - a parent of an imported module imports
+            continue
+        if getattr(module, cls.__qualname__, None) is cls:
+            return f"{module_name}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def json_safe(value: Any, where: str) -> Any:
+    """`value` as JSON (numpy scalars to Python); InvalidSpec naming `where` when it has no JSON form."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidSpec(f"{where}: {value} is not a finite number", reason="InvalidSpec")
+        return float(value)
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():  # a numpy scalar
+        return json_safe(item(), where)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise InvalidSpec(
+        f"{where}: a {type(value).__name__} cannot be written into a manifest "
+        "(only numbers, strings, booleans, null and lists/maps of them)",
+        reason="InvalidSpec",
+    )
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return {}
+    return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def estimator_spec(estimator: Any, params: Mapping[str, Any] | None = None) -> Estimator:
+    """`spec.estimator` from a class path, a class or an (unfitted) estimator instance.
+
+    An instance contributes `get_params(deep=False)`, keeping only the parameters that
+    differ from the constructor's defaults (the manifest says what was chosen); `params`
+    override them. Every value must have a JSON form.
+    """
+    chosen: dict[str, Any] = {}
+    if isinstance(estimator, str):
+        name = estimator
+    elif isinstance(estimator, type):
+        name = class_path(estimator)
+    else:
+        get_params = getattr(estimator, "get_params", None)
+        if not callable(get_params):
+            raise InvalidSpec(
+                f"estimator: expected a class path, a class or a scikit-learn estimator, got {type(estimator).__name__}",
+                reason="InvalidSpec",
+            )
+        cls = type(estimator)
+        name = class_path(cls)
+        defaults = _defaults(cls)
+        for key, value in dict(get_params(deep=False)).items():
+            if key in defaults and _same(defaults[key], value):
+                continue
+            chosen[key] = value
+    chosen.update(params or {})
+    safe = {k: json_safe(v, f"spec.estimator.params.{k}") for k, v in chosen.items()}
+    try:
+        return Estimator(class_name=name, params=safe)
+    except ValidationError as err:
+        raise InvalidSpec(f"spec.estimator.{validation_message(err)}", reason="InvalidSpec") from None
+
+
+def _same(default: Any, value: Any) -> bool:
+    try:
+        return bool(type(default) is type(value) and default == value)
+    except Exception:  # an array compared elementwise: not a default
+        return False
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> JSON | None:
+    """The condition `type_` of a live object, when it was set for the current generation."""
+    if not obj:
+        return None
+    generation = (obj.get("metadata") or {}).get("generation")
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            observed = cond.get("observedGeneration")
+            if observed is not None and generation is not None and observed != generation:
+                return None
+            return dict(cond)
+    return None
+
+
+def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[JSON]:
+    """One row per TrainingRun: run, estimator, dataset, state, `param.<name>` and `metric.<name>` columns.
+
+    A search run's parameters are those of its best trial (what the model was refitted with).
+    """
+    rows: list[JSON] = []
+    for obj in runs:
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        cond = condition(obj, C.SUCCEEDED) or {}
+        row: JSON = {
+            "run": obj["metadata"]["name"],
+            "estimator": (spec.get("estimator") or {}).get("className", ""),
+            "dataset": (spec.get("datasetRef") or {}).get("name", ""),
+            "succeeded": cond.get("status", ""),
+            "reason": cond.get("reason", ""),
+        }
+        params = dict((spec.get("estimator") or {}).get("params") or {})
+        best = (status.get("search") or {}).get("bestParams")  # a JSON object in a string
+        if isinstance(best, str):
+            try:
+                decoded = json.loads(best)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, dict):
+                params.update(decoded)
+        for key in sorted(params):
+            value = params[key]
+            row[f"param.{key}"] = value if not isinstance(value, list | dict) else repr(value)
+        for key, value in sorted((status.get("metrics") or {}).items()):
+            row[f"metric.{key}"] = value
+        rows.append(row)
+    return rows
+
+
+def conditions_html(obj: Mapping[str, Any] | None) -> str:
+    import html
+
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    if not conds:
+        return "<p><i>no conditions yet</i></p>"
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(c.get(k, '')))}</td>"
+            for k in ("type", "status", "reason", "message", "lastTransitionTime")
+        )
+        + "</tr>"
+        for c in conds
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("Type", "Status", "Reason", "Message", "Since"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+
+
+def summary_html(kind: str, name: str, namespace: str, fields: Mapping[str, Any], obj: Any) -> str:
+    import html
+
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in fields.items()
+        if v is not None
+    )
+    return (
+        f"<div><b>{html.escape(kind)}</b> <code>{html.escape(namespace)}/{html.escape(name)}</code>"
+        f"<table>{rows}</table>{conditions_html(obj)}</div>"
+    )

@@ -4,7 +4,8 @@ One entry point for everything a user runs by hand: subcommand groups register t
 on one argparse tree, so adding a group never touches the others. Groups shipped by other
 distributions plug in through the `mlkube.cli` entry-point group: `mlkube dev` (the
 embedded local cluster) comes from mlkube-devcluster, which is never installed in an image,
-so the operator never imports it.
+so the operator never imports it; the SDK's verbs (`mlkube runs`, `compare`, `predict`,
+`logs`) come the same way from the `mlkube` package (sdk/), absent from the images.
 """
 
 from __future__ import annotations
@@ -110,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rollout(sub)
     _add_operator(sub)
     for plugin in sorted(entry_points(group="mlkube.cli"), key=lambda e: e.name):
-        register = plugin.load()
+        try:
+            register = plugin.load()
+        except ModuleNotFoundError as err:
+            # The images install mlkube's wheel without the SDK package its verbs live in
+            # (entry point `sdk`); a plugin whose own package is absent is skipped, any
+            # other missing import is a bug and raises.
+            if (err.name or "").split(".")[0] != plugin.module.split(".")[0]:
+                raise
+            continue
         register(sub)
     parser.set_defaults(func=lambda _args: _usage(parser))
     return parser

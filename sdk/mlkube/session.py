@@ -85,7 +85,8 @@ class Session:
     def apply(self, kind: Kind, body: JSON) -> JSON:
         name = body["metadata"]["name"]
         body = {**body, "metadata": {**body["metadata"], "namespace": self.namespace}}
-        out: JSON = self.call(
+        # Read as plain JSON: the client's deserialiser answers None to an apply-patch PATCH.
+        out: JSON = self.raw(
             (kind.kind, name),
             self.custom.patch_namespaced_custom_object,
             C.GROUP,

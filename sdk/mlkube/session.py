@@ -221,6 +221,7 @@ def connect(
     context's, else the pod's, else `default`.
     """
     global _default
+    namespace = namespace or os.environ.get("MLKUBE_NAMESPACE") or None
     path = str(kubeconfig) if kubeconfig is not None else os.environ.get("KUBECONFIG")
     home = Path("~/.kube/config").expanduser()
     if path is None and home.exists():

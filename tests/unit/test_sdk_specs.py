@@ -173,3 +173,27 @@ def test_errors_carry_the_reason_and_the_resource() -> None:
     assert isinstance(err, mlkube.TrainingFailed) and isinstance(err, mlkube.MlkubeError)
     assert str(err) == "TrainingRun/r: QualityGateFailed: accuracy 0.5 < 0.9"
     assert issubclass(mlkube.WaitTimeout, TimeoutError) and issubclass(mlkube.NotFound, LookupError)
+
+
+def test_connect_picks_the_namespace_argument_then_env_then_context(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "ctx-ns"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.delenv("MLKUBE_NAMESPACE", raising=False)
+    assert mlkube.connect(kubeconfig=kubeconfig).namespace == "ctx-ns"
+    monkeypatch.setenv("MLKUBE_NAMESPACE", "env-ns")
+    assert mlkube.connect(kubeconfig=kubeconfig).namespace == "env-ns"
+    session = mlkube.connect(namespace="given", kubeconfig=kubeconfig)
+    assert session.namespace == "given" and session.api.configuration.host == "https://127.0.0.1:1"

@@ -27,6 +27,10 @@ NS = 'namespace="$namespace"'
 SEL = f'{NS}, model="$deployment"'
 # The prediction routes the analysis counts (mlkube_operator.analysis.counts.is_model_route).
 ROUTES = 'route=~"/v1/models/.*|/v2/models/.*", route=~".*:predict|.*/infer"'
+# The operator's per-ModelDeployment series carry the deployment's own namespace and
+# name (scraped with honorLabels, see docs/monitoring.md).
+OP_SEL = 'namespace="$namespace", modeldeployment="$deployment"'
+BARS = {"displayMode": "basic", "orientation": "horizontal", "reduceOptions": {"calcs": ["lastNotNull"]}}
 # The analysis floors shares at this before the PSI's logarithm (analysis.stats.psi).
 EPSILON = "0.0001"
 
@@ -180,6 +184,46 @@ def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     lay = Layout()
+
+    lay.row("Overview: datasets, training runs, model deployments")
+    lay.panel(
+        "stat",
+        "Objects",
+        "mlkube objects in the cluster, by kind (from the operator's watch).",
+        targets(("max by (kind) (mlkube_operator_objects)", "{{kind}}")),
+        w=6,
+        options={"reduceOptions": {"calcs": ["lastNotNull"]}, "textMode": "value_and_name"},
+    )
+    for kind, condition, title in (
+        ("Dataset", "Ready", "Datasets by Ready"),
+        ("TrainingRun", "Succeeded", "TrainingRuns by Succeeded"),
+    ):
+        lay.panel(
+            "bargauge",
+            title,
+            f"{kind}s by their {condition} condition's status and reason (docs/operator.md lists the reasons).",
+            targets(
+                (
+                    f'max by (status, reason) (mlkube_operator_object_conditions{{kind="{kind}", condition="{condition}"}})',
+                    "{{status}} {{reason}}",
+                )
+            ),
+            w=6,
+            options=BARS,
+        )
+    lay.panel(
+        "bargauge",
+        "ModelDeployments by condition",
+        "ModelDeployments by each condition (Ready, Progressing, Degraded), its status and reason.",
+        targets(
+            (
+                'max by (condition, status, reason) (mlkube_operator_object_conditions{kind="ModelDeployment"})',
+                "{{condition}}={{status}} {{reason}}",
+            )
+        ),
+        w=6,
+        options=BARS,
+    )
 
     lay.row("Serving overview")
     lay.panel(
@@ -359,6 +403,159 @@ def build() -> dict[str, Any]:
             (f"count(mlkube_model_ready{{{SEL}}})", "pods"),
         ),
         w=8,
+    )
+
+    lay.panel(
+        "timeseries",
+        "Canary weight",
+        "status.canary.weight: percent of the replicas running the candidate model (0 without a canary).",
+        targets((f"max(mlkube_operator_canary_weight{{{OP_SEL}}})", "weight")),
+        unit="percent",
+        w=8,
+    )
+
+    lay.row("Deployment $deployment: the operator's analysis and actions")
+    lay.panel(
+        "timeseries",
+        "Analysis verdicts",
+        "Verdicts of the operator's degradation analysis (Healthy, Degraded, InsufficientData, MetricsUnavailable) per interval.",
+        targets(
+            (
+                f"sum by (verdict) (increase(mlkube_operator_analysis_verdicts_total{{{OP_SEL}}}[$__rate_interval]))",
+                "{{verdict}}",
+            )
+        ),
+        w=8,
+    )
+    lay.panel(
+        "timeseries",
+        "Judged values",
+        "What the last analysis measured (status.lastAnalysis.values): error rate, largest input PSI, prediction PSI, accuracy.",
+        targets(
+            (
+                f'max by (value) (mlkube_operator_analysis_value{{{OP_SEL}, value=~"errorRate|inputDriftPsi|predictionDriftPsi|accuracy"}})',
+                "{{value}}",
+            )
+        ),
+        w=8,
+    )
+    lay.panel(
+        "timeseries",
+        "Rollbacks and retrains",
+        "Actions taken on Degraded verdicts (Alert, Rollback, RollbackImpossible, Retrain, CanaryAbort).",
+        targets(
+            (
+                f"sum by (action) (increase(mlkube_operator_degradation_actions_total{{{OP_SEL}}}[$__rate_interval]))",
+                "{{action}}",
+            )
+        ),
+        w=8,
+        fieldConfig={"defaults": {"unit": "short", "custom": {"drawStyle": "bars"}}, "overrides": []},
+    )
+
+    lay.row("Operator health")
+    lay.panel(
+        "timeseries",
+        "Reconciliations",
+        "Reconciliations per second by kind and outcome (retry: transient failure, failed: permanent, error: a bug).",
+        targets(
+            (
+                "sum by (kind, outcome) (rate(mlkube_operator_reconciliations_total[$__rate_interval]))",
+                "{{kind}} {{outcome}}",
+            )
+        ),
+        unit="ops",
+        w=8,
+    )
+    lay.panel(
+        "timeseries",
+        "Reconcile duration p99",
+        "99th percentile of one reconciliation's time, API calls included, by kind.",
+        targets(
+            (
+                "histogram_quantile(0.99, sum by (kind, le) (rate(mlkube_operator_reconcile_duration_seconds_bucket[$__rate_interval])))",
+                "{{kind}}",
+            )
+        ),
+        unit="s",
+        w=8,
+    )
+    lay.panel(
+        "timeseries",
+        "Kubernetes API requests",
+        "Requests of the operator's Kubernetes client by verb, and the share that failed "
+        "(status >= 400 other than 404/409, or no answer).",
+        targets(
+            ("sum by (verb) (rate(mlkube_operator_api_requests_total[$__rate_interval]))", "{{verb}}"),
+            (
+                "(sum(rate(mlkube_operator_api_errors_total[$__rate_interval]))"
+                " or 0 * sum(rate(mlkube_operator_api_requests_total[$__rate_interval])))"
+                " / sum(rate(mlkube_operator_api_requests_total[$__rate_interval]))",
+                "error share",
+            ),
+        ),
+        unit="reqps",
+        w=8,
+        fieldConfig={
+            "defaults": {"unit": "reqps"},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": "error share"},
+                    "properties": [
+                        {"id": "unit", "value": "percentunit"},
+                        {"id": "custom.axisPlacement", "value": "right"},
+                    ],
+                }
+            ],
+        },
+    )
+    lay.panel(
+        "timeseries",
+        "Jobs launched",
+        "Profile and training Jobs the operator created, per interval.",
+        targets(
+            (
+                "sum by (component) (increase(mlkube_operator_jobs_launched_total[$__rate_interval]))",
+                "{{component}}",
+            )
+        ),
+        w=8,
+        fieldConfig={"defaults": {"unit": "short", "custom": {"drawStyle": "bars"}}, "overrides": []},
+    )
+    lay.panel(
+        "timeseries",
+        "Leader",
+        "1 on the replica holding the leader Lease, 0 on standbys.",
+        targets(("max by (pod, instance) (mlkube_operator_leader)", "{{pod}} {{instance}}")),
+        w=8,
+    )
+    lay.panel(
+        "timeseries",
+        "Operator CPU and memory",
+        "CPU (cores) and resident memory of each operator replica (the targets that export mlkube_operator_leader).",
+        targets(
+            (
+                "rate(process_cpu_seconds_total[$__rate_interval]) and on (instance) mlkube_operator_leader",
+                "CPU {{pod}} {{instance}}",
+            ),
+            (
+                "process_resident_memory_bytes and on (instance) mlkube_operator_leader",
+                "memory {{pod}} {{instance}}",
+            ),
+        ),
+        w=8,
+        fieldConfig={
+            "defaults": {"unit": "short"},
+            "overrides": [
+                {
+                    "matcher": {"id": "byFrameRefID", "options": "B"},
+                    "properties": [
+                        {"id": "unit", "value": "bytes"},
+                        {"id": "custom.axisPlacement", "value": "right"},
+                    ],
+                }
+            ],
+        },
     )
 
     return {

@@ -7,119 +7,49 @@ stable pod, a canary pod serving another model and a pod refusing a wrong digest
 a regressor `reg` and a pipeline with a categorical column `pipe`, all with
 predictions, client errors and feedback. A query passes when it returns at least one
 finite value *and* every metric it names exists in Prometheus: a typo hidden behind
-`or` (as in the error-rate panels) still fails, as the self-check below shows.
+`or` (as in the error-rate panels) still fails, as the self-check below shows. Panels
+on the operator's own series are run by tests/integration/test_grafana_operator.py,
+where a real operator and predictor pods on the dev cluster are scraped.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
 import re
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import yaml
 
+from gitops.dashboard import (
+    BUILTINS,
+    DASHBOARD,
+    Checker,
+    dashboard,
+    dashboard_problems,
+    operator_panel,
+    panels,
+    substitute,
+    variable_defaults,
+)
 from mlkube_operator.analysis.counts import parse_metrics, total
 from mlkube_operator.analysis.verdict import input_drift
 
 from .conftest import REPO, Artifact, ServerProc, start_server
 from .test_prometheus import prometheus_scraping_targets
 
-DASHBOARD = REPO / "manifests" / "monitoring" / "grafana" / "mlkube.json"
 NAMESPACE = "test"
 DEPLOYMENTS = ("iris", "reg", "pipe")
-# Grafana's $__rate_interval is max(4 x scrape interval, step + scrape interval): at
-# least 1m with the PodMonitor's 15s scrapes.
-BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 # Panels that only apply to one kind of model; every other panel must show data for each deployment.
 APPLIES_TO = {
     "Accuracy from feedback": {"iris", "pipe"},
     "Regression error from feedback": {"reg"},
 }
-
-
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return data
-
-
-def variable_defaults(board: dict[str, Any]) -> dict[str, str]:
-    """Custom variables at their saved value (what a user sees first)."""
-    return {v["name"]: v["current"]["value"] for v in board["templating"]["list"] if v["type"] == "custom"}
-
-
-def substitute(expr: str, values: dict[str, str]) -> str:
-    """$var and ${var} as Grafana interpolates them; unknown names (`$1` of label_replace) stay."""
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        return values.get(name, m.group(0))
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", repl, expr)
-
-
-_NOT_METRICS = {"and", "or", "unless", "offset", "bool", "group_left", "group_right", "inf", "nan"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Names of the series an expression selects (its vector selectors' metric names)."""
-    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
-    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
-    s = re.sub(r"\[[^\]]*\]", " ", s)  # range selectors
-    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
-    names = set()
-    for m in re.finditer(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*", s):
-        if s[m.end() :].lstrip().startswith("(") or m.group() in _NOT_METRICS:
-            continue  # a function or aggregation, or a keyword
-        names.add(m.group())
-    return names
-
-
-def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for p in board["panels"]:
-        out.append(p)
-        out.extend(p.get("panels", []))  # collapsed rows keep their panels inside
-    return out
-
-
-class Checker:
-    def __init__(self, prom: str) -> None:
-        self.prom = prom
-        self._names: set[str] | None = None
-
-    def names(self) -> set[str]:
-        r = httpx.get(f"{self.prom}/api/v1/label/__name__/values", timeout=5)
-        r.raise_for_status()
-        return set(r.json()["data"])
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.prom}/api/v1/query", params={"query": expr}, timeout=10)
-        body = r.json()
-        if body.get("status") != "success":
-            raise AssertionError(f"Prometheus rejected {expr!r}: {body.get('error')}")
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def problem(self, expr: str, known: set[str]) -> str | None:
-        """Why `expr` (variables substituted) does not show data, or None when it does."""
-        missing = metric_names(expr) - known
-        if missing:
-            return f"names metrics Prometheus does not have: {sorted(missing)}"
-        result = self.query(expr)
-        if not result:
-            return "returns no series"
-        if not any(math.isfinite(float(s["value"][1])) for s in result):
-            return f"returns only NaN/Inf: {result[:3]}"
-        return None
 
 
 @dataclass
@@ -142,7 +72,7 @@ def fleet(artifacts: dict[str, Artifact], tmp_path_factory: pytest.TempPathFacto
         targets = [(s.port, {"namespace": NAMESPACE, "pod": pod}) for pod, s in servers.items()]
         with prometheus_scraping_targets(targets, tmp) as prom:
             for pod, s in servers.items():
-                s.wait_live() if pod == "iris-broken-0" else s.wait_ready()
+                s.wait_live(120) if pod == "iris-broken-0" else s.wait_ready(120)  # a loaded machine is slow
             yield Fleet(prom, servers)
     finally:
         for s in servers.values():
@@ -184,43 +114,6 @@ def send_traffic(fleet: Fleet, artifacts: dict[str, Artifact], round_: int) -> N
         assert c.post(f"{url}/v2/models/pipe/feedback", json={"feedback": ids}).status_code == 200
 
 
-def dashboard_problems(checker: Checker, board: dict[str, Any]) -> list[str]:
-    """Every way the dashboard fails to show data; empty when each panel does."""
-    known = checker.names()
-    defaults = variable_defaults(board)
-    problems = []
-    for var in board["templating"]["list"]:
-        if var["type"] != "query":
-            continue
-        m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", var["query"]["query"])
-        assert m, f"variable {var['name']}: only label_values(selector, label) is checked"
-        expr = substitute(f"count by ({m.group(2)}) ({m.group(1)})", {"namespace": NAMESPACE})
-        why = checker.problem(expr, known)
-        if why:
-            problems.append(f"variable {var['name']}: {why}")
-    for panel in panels(board):
-        if panel["type"] == "row":
-            continue
-        per_deployment = any("$deployment" in t["expr"] for t in panel["targets"])
-        deployments = sorted(APPLIES_TO.get(panel["title"], DEPLOYMENTS)) if per_deployment else [None]
-        target_ok = {t["refId"]: False for t in panel["targets"]}
-        for deployment in deployments:
-            values = {**BUILTINS, **defaults, "namespace": NAMESPACE, "deployment": deployment or ""}
-            shown = False
-            for t in panel["targets"]:
-                why = checker.problem(substitute(t["expr"], values), known)
-                if why and "does not have" in why:
-                    problems.append(f"panel {panel['title']!r} target {t['refId']}: {why}")
-                target_ok[t["refId"]] |= why is None
-                shown |= why is None
-            if not shown:
-                problems.append(f"panel {panel['title']!r} shows nothing for deployment {deployment}")
-        for ref, ok in target_ok.items():
-            if not ok:
-                problems.append(f"panel {panel['title']!r} target {ref} shows nothing for any deployment")
-    return problems
-
-
 @dataclass
 class Scraped:
     checker: Checker
@@ -240,7 +133,9 @@ def scraped(fleet: Fleet, artifacts: dict[str, Artifact]) -> Scraped:
         round_ += 1
         time.sleep(1)
         if round_ >= 5:
-            problems = dashboard_problems(checker, board)
+            problems = dashboard_problems(
+                checker, board, NAMESPACE, DEPLOYMENTS, APPLIES_TO, lambda p: not operator_panel(p)
+            )
     return Scraped(checker, problems)
 
 

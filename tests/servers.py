@@ -136,8 +136,11 @@ def weed_binary() -> str:
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """SeaweedFS (master, volume, filer, S3 gateway in one process) with one identity."""
+def s3_server(host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """SeaweedFS (master, volume, filer, S3 gateway in one process) with one identity.
+
+    `host` is where it listens: 127.0.0.1, or the dev cluster's node address for pods.
+    """
     import json
 
     binary = weed_binary()
@@ -161,8 +164,8 @@ def s3_server() -> Iterator[S3Server]:
     cmd = [
         binary,
         "server",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={host}",
+        f"-ip.bind={host}",
         f"-dir={work / 'data'}",
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
@@ -177,7 +180,7 @@ def s3_server() -> Iterator[S3Server]:
     ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3_port}", access, secret)
+    server = S3Server(f"http://{host}:{s3_port}", access, secret)
     try:
 
         def ready() -> bool:
@@ -257,7 +260,8 @@ def _run_as() -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(host: str = "127.0.0.1") -> Iterator[PostgresServer]:
+    """PostgreSQL listening on `host` (127.0.0.1, or the dev cluster's node address for pods)."""
     bindir = postgres_bin()
     ids = _run_as()
     work = Path(tempfile.mkdtemp(prefix="mlkube-pg-"))
@@ -289,6 +293,10 @@ def postgres_server() -> Iterator[PostgresServer]:
         timeout=120,
         **user_kwargs,
     )
+    if host != "127.0.0.1":
+        # Pods connect from their own addresses: password authentication from anywhere.
+        with (work / "data" / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
     with log.open("wb") as fh:
         if ids is not None:
             os.chown(log, *ids)
@@ -300,7 +308,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                 "-p",
                 str(port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={host}",
                 "-c",
                 f"unix_socket_directories={work}",
                 "-c",
@@ -314,7 +322,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             start_new_session=True,
             **user_kwargs,
         )
-    server = PostgresServer("127.0.0.1", port, "mlkube", password)
+    server = PostgresServer(host, port, "mlkube", password)
     try:
 
         def ready() -> bool:

@@ -91,6 +91,10 @@ def namespace(dev_cluster: DevClusterHandle, request: pytest.FixtureRequest) -> 
     """A fresh namespace for one test (its default ServiceAccount exists); deleted afterwards."""
     import kubernetes
 
+    if not cluster.status(dev_cluster.state_dir).running:
+        # A test that stopped or broke the cluster (down/up, killed components) must not
+        # take the rest of the session with it.
+        cluster.up(dev_cluster.state_dir, operator="cluster", timeout=300)
     core = kubernetes.client.CoreV1Api(dev_cluster.api_client)
     name = f"{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
     meta = kubernetes.client.V1ObjectMeta(name=name, labels={"mlkube.io/test": "true"})

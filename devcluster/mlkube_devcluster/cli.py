@@ -67,8 +67,22 @@ def _dev_kubeconfig(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.main(args)
+
+
 def register(sub: Any) -> None:
-    """Add `dev` to the `mlkube` command's subparsers."""
+    """Add `dev` and `demo` to the `mlkube` command's subparsers."""
+    demo = sub.add_parser(
+        "demo",
+        help="the closed loop on the dev cluster: train, serve, canary, drift, rollback (a timeline)",
+        description="Run examples/iris on the dev cluster end to end and print what the operator did.",
+    )
+    demo.add_argument("--json", action="store_true", help="print one JSON summary instead of the timeline")
+    demo.set_defaults(func=_demo)
+
     dev = sub.add_parser(
         "dev",
         help="the embedded local cluster (real control plane, kubelet, containerd, kube-proxy, DNS)",

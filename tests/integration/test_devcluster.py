@@ -285,6 +285,7 @@ def _host_state(state: StateDir) -> dict[str, Any]:
     }
 
 
+@pytest.mark.timeout(1200)
 def test_down_undoes_host_changes_and_up_brings_back_the_same_cluster(dev_cluster: DevClusterHandle) -> None:
     state = StateDir(dev_cluster.state_dir)
     changes = json.loads(state.host_changes.read_text())
@@ -335,6 +336,7 @@ def _cmdlines() -> list[bytes]:
     return out
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("component", ["kubelet", "containerd"])
 def test_killed_node_component_recovers_running_pods(
     dev_cluster: DevClusterHandle, namespace: str, component: str

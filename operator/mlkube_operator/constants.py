@@ -66,6 +66,8 @@ REASON_TRAINING: Final = "Training"
 REASON_TRAINED: Final = "Trained"
 REASON_QUALITY_GATE_FAILED: Final = "QualityGateFailed"
 REASON_TRAINING_FAILED: Final = "TrainingFailed"
+# A Job's pod waits for an image its node cannot pull (a missing or mistyped image).
+REASON_IMAGE_UNAVAILABLE: Final = "ImageUnavailable"
 REASON_SEARCHING: Final = "Searching"
 REASON_REFITTING: Final = "Refitting"
 REASON_SEARCH_FAILED: Final = "SearchFailed"

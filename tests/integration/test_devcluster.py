@@ -373,3 +373,24 @@ def test_up_fails_fast_naming_what_the_node_lacks(tmp_path: Path) -> None:
     assert "containerd (apt-get install containerd)" in proc.stderr
     assert "iptables" in proc.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_missing_image_is_named_in_the_condition_message(
+    dev_cluster: DevClusterHandle, namespace: str
+) -> None:
+    """The kubelet's real answer for an image nobody built, read by the operator's Job view."""
+    from mlkube_operator.reconcile.jobs import JobPhase, view_job
+
+    missing = "localhost/mlkube-trainer:never-built"
+    apply(dev_cluster, namespace, python_pod("nowhere", missing, "print('unreachable')"))
+
+    def waiting_pod() -> dict[str, Any] | None:
+        pod = get_json(dev_cluster, "-n", namespace, "get", "pod", "nowhere")
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        reason = (statuses[0].get("state", {}).get("waiting") or {}).get("reason") if statuses else None
+        return pod if reason in ("ErrImagePull", "ImagePullBackOff") else None
+
+    pod = wait_for(waiting_pod, WAIT, "the kubelet to report that the image cannot be pulled")
+    view = view_job({"metadata": {"name": "j"}, "status": {"active": 1}}, [pod])
+    assert view.phase is JobPhase.RUNNING
+    assert missing in view.image_problem and "make image" in view.image_problem

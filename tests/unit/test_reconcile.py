@@ -342,3 +342,34 @@ def test_dataset_hash_comes_from_the_job_even_with_a_stale_status() -> None:
     assert annotations[C.ANNOTATION_DATASET_HASH] == HASH
     stale = plan_training_run(run(), None, JobView(JobPhase.RUNNING, annotations=annotations), NOW, SETTINGS)
     assert stale.status["datasetHash"] == HASH
+
+
+def test_a_job_whose_pod_cannot_pull_its_image_says_so_in_the_condition() -> None:
+    from mlkube_operator.reconcile.dataset import plan_dataset
+    from mlkube_operator.reconcile.jobs import view_job
+
+    obj = {
+        "apiVersion": "mlkube.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "d", "namespace": "n", "uid": "u", "generation": 1},
+        "spec": {"source": {"builtin": "iris"}, "target": "target"},
+    }
+    pod = {
+        "metadata": {"name": "d-profile-1-abc"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "image": "registry.example/mlkube-trainer:typo",
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+                }
+            ]
+        },
+    }
+    view = view_job({"metadata": {"name": "d-profile-1"}, "status": {"active": 1}}, [pod])
+    plan = plan_dataset(obj, view, datetime.now(UTC), Settings())
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ImageUnavailable"
+    assert (
+        "registry.example/mlkube-trainer:typo" in ready["message"] and "ImagePullBackOff" in ready["message"]
+    )
+    assert plan.event is not None and (plan.event.type, plan.event.reason) == ("Warning", "ImageUnavailable")

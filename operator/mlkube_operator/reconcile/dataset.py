@@ -206,6 +206,10 @@ def plan_dataset(obj: JSON, job: JobView, now: datetime, settings: Settings) -> 
         msg = f"Profiling generation {generation} in Job {job_name}"
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
+        if job.image_problem:
+            msg = f"{msg}: {job.image_problem}"
+            ready(ConditionStatus.UNKNOWN, C.REASON_IMAGE_UNAVAILABLE, msg)
+            return finish(old, new, C.READY, Event("Warning", C.REASON_IMAGE_UNAVAILABLE, msg))
         ready(ConditionStatus.UNKNOWN, C.REASON_PROFILING, msg)
         return finish(old, new, C.READY, Event("Normal", C.REASON_PROFILING, msg))
 

@@ -36,6 +36,30 @@ class JobView:
     completion_time: str | None = None
     failed_pods: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
+    # Why a pod of a running Job cannot start its container (an image the node cannot
+    # pull), for a condition that says so instead of a silent "Profiling"/"Training".
+    image_problem: str = ""
+
+
+# Waiting reasons of a container whose image the node does not have and cannot get.
+IMAGE_WAIT_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
+
+
+def image_problem(pods: list[JSON]) -> str:
+    """A message naming the image a pod waits for in vain, and what to do; "" when none does (pure)."""
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason") or "")
+            if reason in IMAGE_WAIT_REASONS:
+                detail = str(waiting.get("message") or "").strip()
+                return (
+                    f"pod {(pod.get('metadata') or {}).get('name')} cannot start: image {cs.get('image')} "
+                    f"is not available to its node ({reason}{': ' + detail[:300] if detail else ''}); "
+                    "build and push it (`make image`, docs/install.md) or point the operator at an image "
+                    "that exists (MLKUBE_TRAINER_IMAGE / MLKUBE_SERVER_IMAGE)"
+                )
+    return ""
 
 
 def _condition(job: JSON, type_: str) -> JSON | None:
@@ -108,7 +132,11 @@ def view_job(job: JSON | None, pods: list[JSON]) -> JobView:
             annotations=notes,
         )
     return JobView(
-        JobPhase.RUNNING, start_time=start, failed_pods=int(status.get("failed") or 0), annotations=notes
+        JobPhase.RUNNING,
+        start_time=start,
+        failed_pods=int(status.get("failed") or 0),
+        annotations=notes,
+        image_problem=image_problem(pods),
     )
 
 

@@ -290,6 +290,10 @@ def _plan_run(
         msg = f"{what} generation {generation} in Job {job_name}"
         if job.failed_pods:
             msg += f" (retrying after {job.failed_pods} failed pod(s))"
+        if job.image_problem:
+            msg = f"{msg}: {job.image_problem}"
+            succeeded(ConditionStatus.UNKNOWN, C.REASON_IMAGE_UNAVAILABLE, msg)
+            return finish(old, new, C.SUCCEEDED, Event("Warning", C.REASON_IMAGE_UNAVAILABLE, msg))
         succeeded(ConditionStatus.UNKNOWN, reason, msg)
         return finish(old, new, C.SUCCEEDED, Event("Normal", reason, msg))
 

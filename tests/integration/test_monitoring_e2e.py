@@ -7,6 +7,7 @@ rolls back to the previous model by recording the rollback in status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -350,16 +351,22 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
     # Finding 13.1: drift on the stable model now rolls it back to the first model; the
     # aborted third model must not come back as a canary (it did: promoted 60 s later).
     wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
-    send_to("stable", [[50.0, 50.0, 50.0, 50.0]] * 150)
-    rolled = wait_for(
-        lambda: (
-            (s := status(api, namespace)).get("state") == "RolledBack"
-            and s.get("currentModel", {}).get("sha256") == first
-            and s
-        ),
-        180,
-        "the rollback to the first model",
-    )
+    sent = [0.0]
+
+    def drifting_until_rolled_back() -> dict[str, Any] | bool:
+        """Drifted traffic on the stable pods every 10 s while they serve the second model
+        (traffic goes on, as in production: a restarted or new leader judges only what
+        its own history covers)."""
+        s = status(api, namespace)
+        if s.get("state") == "RolledBack" and s.get("currentModel", {}).get("sha256") == first:
+            return s
+        if s.get("currentModel", {}).get("sha256") == second and time.monotonic() - sent[0] >= 10:
+            sent[0] = time.monotonic()
+            with contextlib.suppress(OSError):  # a pod going away during the rollback
+                send_to("stable", [[50.0, 50.0, 50.0, 50.0]] * 150)
+        return False
+
+    rolled = explained(api, namespace, drifting_until_rolled_back, 240, "the rollback to the first model")
     assert {r["sha256"]: r["reason"] for r in rolled["rejectedModels"]} == {
         third: "CanaryAborted",
         second: "RolledBack",

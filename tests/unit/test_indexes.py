@@ -39,13 +39,17 @@ def settled_status(generation: int) -> dict[str, Any]:
     }
 
 
-def test_a_run_waits_for_its_dataset_until_its_generation_is_settled() -> None:
+def test_every_run_is_filed_under_its_dataset_settled_or_not() -> None:
+    """A settled run is filed too: a Dataset event tells it that its model is stale
+    (or, with datasetPolicy Follow, that it trains again)."""
     filed = waiting_runs(body=body(run(1)))
     assert filed is not None and list(filed) == [("ns", "iris")]
     assert filed[("ns", "iris")]["metadata"]["name"] == "iris-rf"
-    assert waiting_runs(body=body(run(1, settled_status(1)))) is None
-    # A new generation (spec change) waits again, though the last one was settled.
-    assert waiting_runs(body=body(run(2, settled_status(1)))) is not None
+    settled = waiting_runs(body=body(run(1, settled_status(1))))
+    assert settled is not None and list(settled) == [("ns", "iris")]
+    no_ref = run(1)
+    no_ref["spec"] = {}
+    assert waiting_runs(body=body(no_ref)) is None
 
 
 def test_a_model_deployment_is_filed_under_its_run_and_its_retrain() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -422,12 +423,32 @@ def stop_host_operator(state_dir: Path | str | None = None) -> bool:
 
 
 def install_operator(bins: Path, state: StateDir, kube: Kube, timeout: float) -> None:
-    """`kubectl apply -k devcluster/manifests`, then wait for the operator to be available."""
-    proc = _kubectl(
-        bins, state, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-k", str(dev_overlay())
-    )
-    if proc.returncode != 0:
-        raise DevClusterError(f"kubectl apply -k {dev_overlay()} failed: {proc.stderr.strip()}")
+    """`kubectl apply -k devcluster/manifests`, then wait for the operator to be available.
+
+    The manifests are applied only when they changed since the last `up` (or the operator's
+    Deployment is gone): applying them again would undo a scale that someone made on
+    purpose, such as a test that paused the operator while another `up` runs.
+    """
+    rendered = _kubectl(bins, state, "kustomize", str(dev_overlay()))
+    if rendered.returncode != 0:
+        raise DevClusterError(f"kubectl kustomize {dev_overlay()} failed: {rendered.stderr.strip()}")
+    digest = hashlib.sha256(rendered.stdout.encode()).hexdigest()
+    applied = state.run / "operator-manifests.sha256"
+    path = f"/apis/apps/v1/namespaces/{OPERATOR_NAMESPACE}/deployments/{OPERATOR_DEPLOYMENT}"
+    current = applied.read_text().strip() if applied.is_file() else ""
+    if current != digest or kube.get_or_none(path) is None:
+        proc = _kubectl(
+            bins,
+            state,
+            "apply",
+            "--server-side",
+            f"--field-manager={FIELD_MANAGER}",
+            "-k",
+            str(dev_overlay()),
+        )
+        if proc.returncode != 0:
+            raise DevClusterError(f"kubectl apply -k {dev_overlay()} failed: {proc.stderr.strip()}")
+        applied.write_text(digest + "\n")
     # A rebuilt image keeps its tag: restart the operator so it runs the new build.
     marker = state.run / "operator-image.id"
     ident = images.image_id(images.mlkube_image("operator")) or ""

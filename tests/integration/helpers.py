@@ -19,7 +19,9 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool =
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
+        # Longer than any `kubectl wait --timeout=` the tests pass, so kubectl's own
+        # timeout (with its message) is what fires.
+        timeout=900,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")

@@ -3,13 +3,20 @@
 # the operator, and the iris example from Dataset to a served, queried model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ns=mlkube-demo
+ns="${MLKUBE_DEMO_NAMESPACE:-mlkube-demo}"
 
-# Cluster up, iris trained and served, a second model promoted through a canary, then
-# drifted traffic through the Service until the operator rolls back (a timeline).
-.venv/bin/mlkube demo
+.venv/bin/mlkube dev up
 kubeconfig="$(.venv/bin/mlkube dev kubeconfig)"
 k() { kubectl --kubeconfig "$kubeconfig" -n "$ns" "$@"; }
+
+kubectl --kubeconfig "$kubeconfig" create namespace "$ns" --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply -f -
+k apply -f examples/iris/
+echo "== waiting for the Dataset to be profiled"
+k wait --for=condition=Ready dataset/iris --timeout=300s
+echo "== waiting for the TrainingRun to succeed"
+k wait --for=condition=Succeeded trainingrun/iris-rf --timeout=600s
+echo "== waiting for the ModelDeployment to serve"
+k wait --for=condition=Ready modeldeployment/iris --timeout=300s
 k get mlkube -o wide
 
 # Through the front door: the predictor's Service, as any client in or out of the cluster.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkube_devcluster import cluster
+from mlkube_devcluster import cluster, images
 from mlkube_devcluster.binaries import BinariesNotFound, find_binaries
 from mlkube_devcluster.node import node_ip
 from mlkube_devcluster.state import StateDir
@@ -43,7 +43,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     try:
         find_binaries(build=True)
-    except BinariesNotFound as exc:
+        # The images and node tools too: building them can take minutes, which must not
+        # count against the first cluster test's timeout.
+        images.build_mlkube_images()
+        images.node_images(images.node_tools_dir())
+    except (BinariesNotFound, images.ImageError) as exc:
         session.config.stash[_BINARIES_ERROR] = str(exc)
 
 

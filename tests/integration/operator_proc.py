@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlkube_devcluster.images import mlkube_image
+
 
 class OperatorProcess:
     def __init__(
@@ -39,7 +41,12 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
+        # The dev cluster's images, as `mlkube dev up --operator=host` sets them: the
+        # defaults name a registry the node cannot pull from.
+        images = {
+            t: mlkube_image(t.split("_")[1].lower()) for t in ("MLKUBE_TRAINER_IMAGE", "MLKUBE_SERVER_IMAGE")
+        }
+        env = {**os.environ, **images, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         kopf = str(Path(sys.executable).with_name("kopf"))
         with self.log_path.open("wb") as log:

@@ -22,7 +22,7 @@ from .helpers import condition, get_cr, iris_stack, kubectl, wait_for
 from .test_leader_election import Replica
 from .test_serving_e2e import pods, post
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
 
 def predictor(api: Any, namespace: str) -> dict[str, Any]:

@@ -83,6 +83,32 @@ def wait_condition(
     return wait_for(settled, timeout, f"{plural}/{name} condition {type_} in {statuses}")
 
 
+def wait_ready_endpoints(
+    api: kubernetes.client.ApiClient, namespace: str, service: str, count: int, timeout: float = 60
+) -> list[str]:
+    """Wait until the Service's EndpointSlices list `count` ready endpoints; their addresses.
+
+    A ModelDeployment is Ready when its Deployment's pods are, which can come before the
+    EndpointSlice controller and kube-proxy have caught up, so traffic tests wait for this.
+    """
+    discovery = kubernetes.client.DiscoveryV1Api(api)
+
+    def ready() -> list[str] | None:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        addresses = [
+            address
+            for item in slices.items
+            for endpoint in item.endpoints or []
+            if (endpoint.conditions is None or endpoint.conditions.ready is not False)
+            for address in endpoint.addresses
+        ]
+        return addresses if len(addresses) == count else None
+
+    return wait_for(ready, timeout, f"{count} ready endpoints of Service {namespace}/{service}")
+
+
 def jobs_of(api: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     batch = kubernetes.client.BatchV1Api(api)
     data = json.loads(

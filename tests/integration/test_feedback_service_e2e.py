@@ -9,6 +9,7 @@ show up in the replicas' ``mlkube_feedback_total``, summed over the pods.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl
+from .helpers import get_cr, iris_stack, kubectl, wait_ready_endpoints
 
 pytestmark = pytest.mark.cluster
 
@@ -66,6 +67,18 @@ def test_feedback_through_the_service_counts_every_label(
     service = json.loads(kubectl(kc, "-n", namespace, "get", "service", "iris", "-o", "json"))
     base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
     pod_port = md["spec"].get("serving", {}).get("port", 8080)
+    wait_ready_endpoints(api, namespace, "iris", 3)
+    # kube-proxy programs new endpoints after the EndpointSlice lists them (at most once a
+    # second, `minSyncPeriod`), and a burst of predictions takes less than that: probe, 10 a
+    # second for at most 30 s, until two replicas have answered through the Service.
+    seen: set[str] = set()
+    for _ in range(300):
+        probe = _post(f"{base}/v1/models/iris:predict", {"instances": ROWS[:1]})
+        seen.add(probe["id"].split("-", 1)[0])
+        if len(seen) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(seen) >= 2, "the Service sent every probe of 30 s to one pod"
     before = _feedback_counts(api, namespace, pod_port)
 
     # 60 predictions (V1 and V2, 1 to 4 rows), each on a new connection through the Service.

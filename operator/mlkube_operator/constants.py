@@ -118,6 +118,13 @@ REASON_MANUAL_ACTION: Final = "ManualAction"
 REASON_MANUAL_ACTION_IGNORED: Final = "ManualActionIgnored"
 REASON_ABORTED_BY_USER: Final = "AbortedByUser"
 
+# A trainingRunRef to another namespace (ModelGrant, see docs/operator.md).
+ACCEPTED: Final = "Accepted"  # the summary condition of a ModelGrant
+REASON_GRANT_ACCEPTED: Final = "GrantAccepted"
+REASON_REFERENCE_GRANTED: Final = "ReferenceGranted"
+REASON_REFERENCE_NOT_PERMITTED: Final = "ReferenceNotPermitted"
+REASON_ARTIFACT_NOT_REACHABLE: Final = "ArtifactNotReachable"
+
 # Manual control of a ModelDeployment without a spec edit (see docs/operator.md):
 # `mlkube.io/action: promote|abort|unpin` acts once per `mlkube.io/action-id`.
 ANNOTATION_ACTION: Final = "mlkube.io/action"

@@ -32,6 +32,7 @@ _ONE_OF: dict[str, list[JSON]] = {
     "DatasetSource": [{"required": [k]} for k in ("builtin", "url", "path", "configMap", "s3", "sql")],
     "QualityGate": [{"required": ["minimum"]}, {"required": ["maximum"]}],
     "Parameter": [{"required": ["values"]}, {"required": ["type"]}],
+    "GrantFrom": [{"required": ["namespace"]}, {"required": ["namespaceSelector"]}],
 }
 _CEL_RULES: dict[str, list[JSON]] = {
     "Parameter": [
@@ -58,6 +59,21 @@ _CEL_RULES: dict[str, list[JSON]] = {
             "rule": "!has(self.type) || self.type != 'Prometheus' || has(self.prometheusUrl)",
             "message": "prometheusUrl is required when type is Prometheus",
             "fieldPath": ".prometheusUrl",
+        }
+    ],
+    "ModelGrantSpec": [
+        {
+            "rule": "(has(self.allTrainingRuns) && self.allTrainingRuns) != "
+            "(has(self.trainingRuns) && size(self.trainingRuns) > 0)",
+            "message": "exactly one of trainingRuns (non-empty) or allTrainingRuns: true must be set",
+            "fieldPath": ".trainingRuns",
+        }
+    ],
+    "LabelSelector": [
+        {
+            "rule": "(has(self.matchLabels) && size(self.matchLabels) > 0) || "
+            "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+            "message": "an empty selector would grant every namespace; name them or select by label",
         }
     ],
     "OnDegradation": [
@@ -160,6 +176,7 @@ def _structural(node: Any, *, spec: bool) -> Any:
 def _model_schema(model: Any, *, spec: bool) -> JSON:
     raw = model.model_json_schema(by_alias=True, mode="validation" if spec else "serialization")
     defs = raw.pop("$defs", {})
+    raw["x-mlkube-def"] = model.__name__  # rules of the spec model itself (e.g. ModelGrantSpec)
     out: JSON = _structural(_resolve(raw, defs), spec=spec)
     return out
 

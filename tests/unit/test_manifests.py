@@ -37,7 +37,7 @@ def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -
 def test_base_renders_crds_rbac_and_operator() -> None:
     docs = render()
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    for plural in ("datasets", "trainingruns", "modeldeployments"):
+    for plural in ("datasets", "trainingruns", "modeldeployments", "modelgrants"):
         assert ("CustomResourceDefinition", f"{plural}.mlkube.io") in kinds
     assert ("Deployment", "mlkube-operator") in kinds
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -136,6 +136,12 @@ def test_rbac_covers_every_call_of_the_adapters() -> None:
         ("", "persistentvolumeclaims", "get"),
         ("", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        # ModelGrants: listed per namespace, watched, their status written; a
+        # namespaceSelector reads the consumer Namespace's labels.
+        ("mlkube.io", "modelgrants", "list"),
+        ("mlkube.io", "modelgrants", "watch"),
+        ("mlkube.io", "modelgrants/status", "patch"),
+        ("", "namespaces", "get"),
     ]
     # Server-side apply is a PATCH, and one that creates the object is authorized as a create too.
     for group, plural in APPLIED.values():

@@ -85,6 +85,24 @@ class Kube:
             name,
         )
 
+    def list_custom(self, plural: str, namespace: str) -> list[JSON]:
+        data = self._call(
+            Call("list", f"{plural}.{C.GROUP}", namespace, ""),
+            self.custom.list_namespaced_custom_object,
+            C.GROUP,
+            C.VERSION,
+            namespace,
+            plural,
+        )
+        return list((data or {}).get("items") or [])
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of a Namespace (None when it does not exist)."""
+        data = self._call(Call("get", "namespaces", "", name), self.core.read_namespace, name)
+        if data is None:
+            return None
+        return dict((data.get("metadata") or {}).get("labels") or {})
+
     def get_job(self, namespace: str, name: str) -> JSON | None:
         return self._call(
             Call("get", "jobs.batch", namespace, name), self.batch.read_namespaced_job, name, namespace

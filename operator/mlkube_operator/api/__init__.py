@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from .common import Condition, ConditionStatus
 from .dataset import DatasetSpec, DatasetStatus
+from .grant import ModelGrantSpec, ModelGrantStatus
 from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .trainingrun import TrainingRunSpec, TrainingRunStatus
 
@@ -103,16 +104,40 @@ MODEL_DEPLOYMENT = Kind(
         PrinterColumn("Replicas", ".status.readyReplicas", "integer"),
         PrinterColumn("Verdict", ".status.lastAnalysis.verdict"),
         PrinterColumn("Reason", _cond("Ready", "reason"), priority=1),
+        PrinterColumn(
+            "Grant",
+            ".status.reference.grant",
+            description="The ModelGrant permitting a TrainingRun of another namespace",
+            priority=1,
+        ),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     description="A trained model served by mlkube's model server, monitored for degradation.",
 )
-KINDS: tuple[Kind, ...] = (DATASET, TRAINING_RUN, MODEL_DEPLOYMENT)
+MODEL_GRANT = Kind(
+    kind="ModelGrant",
+    plural="modelgrants",
+    singular="modelgrant",
+    short_names=("mlgrant",),
+    spec=ModelGrantSpec,
+    status=ModelGrantStatus,
+    summary_condition="Accepted",
+    columns=(
+        PrinterColumn("Accepted", _cond("Accepted", "status")),
+        PrinterColumn(
+            "Grants", ".status.summary", description="Which namespaces may serve which TrainingRuns"
+        ),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+    description="Lets ModelDeployments of other namespaces serve the models of this namespace's TrainingRuns.",
+)
+KINDS: tuple[Kind, ...] = (DATASET, TRAINING_RUN, MODEL_DEPLOYMENT, MODEL_GRANT)
 
 __all__ = [
     "DATASET",
     "KINDS",
     "MODEL_DEPLOYMENT",
+    "MODEL_GRANT",
     "TRAINING_RUN",
     "Condition",
     "ConditionStatus",
@@ -121,6 +146,8 @@ __all__ = [
     "Kind",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "ModelGrantSpec",
+    "ModelGrantStatus",
     "PrinterColumn",
     "TrainingRunSpec",
     "TrainingRunStatus",

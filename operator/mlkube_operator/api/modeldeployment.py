@@ -13,13 +13,33 @@ from typing import Annotated, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .common import ApiModel, Conditions, LocalObjectReference, Resources, StatusModel
+from .common import ApiModel, Conditions, K8sName, LocalObjectReference, Resources, StatusModel
+from .grant import NamespaceName
 from .trainingrun import TrainingRunSpec
 
 
+class TrainingRunReference(ApiModel):
+    name: K8sName = Field(description="Name of the TrainingRun.")
+    namespace: NamespaceName | None = Field(
+        default=None,
+        description=(
+            "Namespace of the TrainingRun; default: the ModelDeployment's. Another namespace must grant it "
+            "(a ModelGrant there) and its model must be in object storage (s3://)."
+        ),
+    )
+
+
 class ModelSource(ApiModel):
-    training_run_ref: LocalObjectReference = Field(
+    training_run_ref: TrainingRunReference = Field(
         description="A Succeeded TrainingRun whose model to serve."
+    )
+    credentials_secret: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret in this namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY with which the predictors "
+            "read the model from object storage; default: the operator's MLKUBE_ARTIFACT_CREDENTIALS_SECRET. "
+            "Never copied from another namespace."
+        ),
     )
 
 
@@ -348,6 +368,19 @@ class ManualAction(StatusModel):
     result: str = Field(description="What the operator did about it, or why nothing.")
 
 
+class ReferenceStatus(StatusModel):
+    """Whether a TrainingRun of another namespace may be served here, and on whose grant."""
+
+    training_run: str = Field(description="namespace/name of the referenced TrainingRun.")
+    permitted: bool
+    reason: str = Field(description="ReferenceGranted, ReferenceNotPermitted or ArtifactNotReachable.")
+    message: str = ""
+    grant: str | None = Field(
+        default=None, description="The ModelGrant (in the TrainingRun's namespace) that permits it."
+    )
+    since: datetime
+
+
 REJECTED_LIMIT = 10  # newest rejected models kept in status
 
 
@@ -396,4 +429,8 @@ class ModelDeploymentStatus(StatusModel):
     last_retrain: RetrainRecord | None = None
     manual_action: ManualAction | None = Field(
         default=None, description="The last manual request and its result."
+    )
+    reference: ReferenceStatus | None = Field(
+        default=None,
+        description="Only for a trainingRunRef to another namespace: whether a ModelGrant permits it, and which.",
     )

@@ -8,6 +8,11 @@ The predictor Deployments, the Service and a retrain TrainingRun are server-side
 applied on every reconcile (a no-op when nothing changed), so a hand edit of a field
 the operator manages is put back within one resync. The ModelDeployments that serve a
 TrainingRun are found in a kopf index, not by listing ModelDeployments per event.
+
+A trainingRunRef may name another namespace where a ModelGrant there permits it
+(reconcile/grants.py): the grants of that namespace are read with the TrainingRun, and
+a grant's creation, change or deletion reconciles the ModelDeployments that refer into
+its namespace (a second index), so a grant takes effect at once, not at the next resync.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import kopf
 
 from .. import constants as C
 from .. import observability as obs
+from ..reconcile.grants import plan_grant_status
 from ..reconcile.modeldeployment import (
     Judgement,
     Observed,
@@ -33,7 +39,19 @@ from .outcome import FAILURES, SERVING, guard, guard_each, retry_later, write_st
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS, TRAINING_RUNS, DATASETS = "modeldeployments", "trainingruns", "datasets"
+MODEL_GRANTS = "modelgrants"
 DeploymentsByRun = kopf.Index[tuple[str, str], JSON]
+DeploymentsBySource = kopf.Index[str, JSON]
+
+
+def run_reference(obj: JSON) -> tuple[str, str | None]:
+    """(namespace, name) of the spec's TrainingRun; the namespace defaults to the object's own."""
+    ref = ((obj.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}
+    name, namespace = ref.get("name"), ref.get("namespace")
+    own = str(obj["metadata"]["namespace"])
+    return (namespace if isinstance(namespace, str) and namespace else own), (
+        name if isinstance(name, str) and name else None
+    )
 
 
 def observe(obj: JSON) -> Observed:
@@ -41,12 +59,16 @@ def observe(obj: JSON) -> Observed:
     kube = runtime().kube
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespace = meta["namespace"]
-    run_name = ((spec.get("model") or {}).get("trainingRunRef") or {}).get("name")
-    run = (
-        kube.get_custom(TRAINING_RUNS, namespace, run_name)
-        if isinstance(run_name, str) and run_name
-        else None
-    )
+    run_namespace, run_name = run_reference(obj)
+    run = kube.get_custom(TRAINING_RUNS, run_namespace, run_name) if run_name else None
+    grants: tuple[JSON, ...] = ()
+    labels: dict[str, str] | None = None
+    if run_namespace != namespace:
+        grants = tuple(kube.list_custom(MODEL_GRANTS, run_namespace))
+        if any(
+            "namespaceSelector" in peer for g in grants for peer in (g.get("spec") or {}).get("from") or []
+        ):
+            labels = kube.namespace_labels(namespace)
     retrain = (obj.get("status") or {}).get("retrainRun") or None
     retrained = kube.get_custom(TRAINING_RUNS, namespace, retrain) if isinstance(retrain, str) else None
     on_degradation = spec.get("onDegradation") or {}
@@ -60,6 +82,8 @@ def observe(obj: JSON) -> Observed:
         stable=kube.get_deployment(namespace, predictor_name(meta["name"])),
         canary=kube.get_deployment(namespace, canary_name(meta["name"])),
         dataset=dataset,
+        grants=grants,
+        namespace_labels=labels,
     )
 
 
@@ -102,12 +126,23 @@ def _reconcile(obj: JSON, logger: kopf.Logger) -> None:
 
 @kopf.index(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
 def deployments_by_run(body: kopf.Body, **_: Any) -> dict[tuple[str, str], JSON] | None:
-    """(namespace, TrainingRun) -> ModelDeployments serving it: by spec, or as their retrain."""
+    """(namespace, TrainingRun) -> ModelDeployments serving it: by spec (in any namespace), or as their retrain."""
     obj = dict(body)
-    ref = (((obj.get("spec") or {}).get("model") or {}).get("trainingRunRef") or {}).get("name")
+    namespace = obj["metadata"]["namespace"]
+    run_namespace, ref = run_reference(obj)
     retrain = (obj.get("status") or {}).get("retrainRun")
-    runs = {r for r in (ref, retrain) if isinstance(r, str) and r}
-    return {(obj["metadata"]["namespace"], r): obj for r in runs} or None
+    keys = {(run_namespace, ref)} if ref else set()
+    if isinstance(retrain, str) and retrain:
+        keys.add((namespace, retrain))
+    return {k: obj for k in keys} or None
+
+
+@kopf.index(C.GROUP, C.VERSION, MODEL_DEPLOYMENTS)
+def deployments_by_source_namespace(body: kopf.Body, **_: Any) -> dict[str, JSON] | None:
+    """Namespace -> ModelDeployments of other namespaces whose trainingRunRef points into it."""
+    obj = dict(body)
+    run_namespace, _name = run_reference(obj)
+    return {run_namespace: obj} if run_namespace != obj["metadata"]["namespace"] else None
 
 
 def _serve(obj: JSON, logger: kopf.Logger, retry: int = 0) -> None:
@@ -136,6 +171,22 @@ def training_run_model_changed(type: str, body: kopf.Body, logger: kopf.Logger, 
     index: DeploymentsByRun = kwargs["deployments_by_run"]
     serving = list(index.get((body.metadata.namespace or "", body.metadata.name or ""), []))
     guard_each(MODEL_DEPLOYMENTS, serving, lambda md: _reconcile(md, logger), logger, loop=SERVING)
+
+
+@kopf.on.event(C.GROUP, C.VERSION, MODEL_GRANTS)
+def model_grant_changed(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    """A ModelGrant appeared, changed or went: record it (Accepted) and re-check who refers into its namespace."""
+    obj = dict(body)
+    if type != "DELETED":
+        guard(MODEL_GRANTS, obj, lambda: _grant_status(obj), logger)
+    index: DeploymentsBySource = kwargs["deployments_by_source_namespace"]
+    referring = list(index.get(body.metadata.namespace or "", []))
+    guard_each(MODEL_DEPLOYMENTS, referring, lambda md: _reconcile(md, logger), logger, loop=SERVING)
+
+
+def _grant_status(obj: JSON) -> None:
+    status, changed = plan_grant_status(obj, datetime.now(UTC))
+    write_status(MODEL_GRANTS, obj, status, changed)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={C.LABEL_MANAGED_BY: C.MANAGED_BY})

@@ -261,8 +261,12 @@ def secret_env(name: str, secret: str, key: str) -> JSON:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def artifact_store_env(settings: Settings) -> list[JSON]:
-    """How Jobs and model servers reach an object-store artifact store (nothing for the PVC)."""
+def artifact_store_env(settings: Settings, credentials_secret: str | None = None) -> list[JSON]:
+    """How Jobs and model servers reach an object-store artifact store (nothing for the PVC).
+
+    `credentials_secret` (a Secret of the pod's own namespace) replaces the operator's
+    default MLKUBE_ARTIFACT_CREDENTIALS_SECRET: a ModelDeployment's spec.model.credentialsSecret.
+    """
     if not settings.object_store:
         return []
     env: list[JSON] = [
@@ -271,8 +275,7 @@ def artifact_store_env(settings: Settings) -> list[JSON]:
     ]
     if settings.artifact_endpoint:
         env.append({"name": C.ENV_ARTIFACT_ENDPOINT, "value": settings.artifact_endpoint})
-    if settings.artifact_credentials_secret:
-        secret = settings.artifact_credentials_secret
+    if secret := credentials_secret or settings.artifact_credentials_secret:
         env += [
             secret_env(C.ENV_ARTIFACT_ACCESS_KEY_ID, secret, C.SECRET_KEY_ACCESS_KEY_ID),
             secret_env(C.ENV_ARTIFACT_SECRET_ACCESS_KEY, secret, C.SECRET_KEY_SECRET_ACCESS_KEY),

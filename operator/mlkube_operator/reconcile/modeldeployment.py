@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..api.modeldeployment import (
     ManualAction,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    ReferenceStatus,
     RejectedModel,
     RetrainRecord,
     RolloutState,
@@ -44,6 +46,7 @@ from ..api.trainingrun import TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
 from .conditions import get_condition, set_condition
+from .grants import Access, check_permission, check_reachable
 from .jobs import artifact_store_env, with_default_requests
 from .monitoring import build_retrain_run, record_verdict, retrain_run_name, spec_digest
 from .naming import child_name, labels, owner_reference
@@ -62,6 +65,10 @@ class Observed:
     stable: JSON | None = None  # live stable Deployment
     canary: JSON | None = None  # live canary Deployment
     dataset: JSON | None = None  # the Dataset of onDegradation.retrainTemplate (Retrain action only)
+    # Only for a trainingRunRef to another namespace: the ModelGrants of that namespace and
+    # the labels of the ModelDeployment's own Namespace (None: not read or unreadable).
+    grants: tuple[JSON, ...] = field(default_factory=tuple)
+    namespace_labels: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,9 @@ def build_predictor(
     """A serving Deployment (pure): the stable one, or the canary while a canary runs.
 
     Both tracks carry the Service's labels, so traffic splits by ready replicas; each
-    Deployment selects only its own track. Pods bind their own IP (downward API).
+    Deployment selects only its own track. Pods bind their own IP (downward API). The
+    object-store credentials are the ModelDeployment's own namespace's Secret
+    (`spec.model.credentialsSecret`, else the operator's default name), never another's.
     """
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -177,7 +186,10 @@ def build_predictor(
         "env": [
             {"name": "MLKUBE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "HOME", "value": "/tmp"},
-            *artifact_store_env(settings),
+            *artifact_store_env(
+                settings,
+                spec.model.credentials_secret.name if spec.model.credentials_secret is not None else None,
+            ),
         ],
         "ports": [{"name": C.SERVING_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
         "readinessProbe": {
@@ -357,6 +369,8 @@ class _Planner:
         self.create_run: JSON | None = None
         self.promote_requested = False
         self.fallback: str | None = None  # an action that fell back to an alert: said in Degraded too
+        self.refusal: Access | None = None  # a refused cross-namespace reference while a model serves
+        self.spec_run = ""  # the spec's TrainingRun as served models name it (namespace/name if another)
 
     # -- small helpers -------------------------------------------------------------------
     def cond(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
@@ -411,6 +425,8 @@ class _Planner:
         if before != after:
             new.degraded_streak = 0
         new.state_summary = state_summary(new, steps)
+        if self.refusal is not None:
+            self._keep_serving_refused(self.refusal)
         if self.fallback is not None:
             degraded = get_condition(new.conditions, C.DEGRADED)
             if degraded is not None and degraded.status is ConditionStatus.TRUE:
@@ -446,8 +462,10 @@ class _Planner:
             judgement = None  # the judged model changed since the metrics were read: not this model's verdict
         failing = self._record(judgement)
 
-        run_name = spec.model.training_run_ref.name
-        spec_model, why = served_model(run_name, self.seen.run)
+        refused = self._reference()
+        if refused is not None:
+            return self._refused(refused)
+        spec_model, why = served_model(self.spec_run, self.seen.run)
         offered = self._offered(spec_model)
         current = new.current_model
         if offered is None:
@@ -488,6 +506,71 @@ class _Planner:
                 return plan
             target = current  # the canary was aborted in this reconcile
         return self._direct(target, service)
+
+    # -- a TrainingRun of another namespace: permitted (ModelGrant) and reachable (s3://)? ------
+    def _reference(self) -> Access | None:
+        """Check a cross-namespace trainingRunRef and record it in status; the refusal, or None."""
+        ref, own = self.spec.model.training_run_ref, str(self.obj["metadata"]["namespace"])
+        owner = ref.namespace or own
+        self.spec_run = ref.name if owner == own else f"{owner}/{ref.name}"
+        if owner == own:
+            self.new.reference = None
+            return None
+        access = check_permission(own, self.seen.namespace_labels, owner, ref.name, self.seen.grants)
+        if access.permitted and self.seen.run is not None:
+            model = TrainingRunStatus.model_validate(self.seen.run.get("status") or {}).model
+            unreachable = check_reachable(own, owner, ref.name, model.uri) if model is not None else None
+            if unreachable is not None:
+                access = Access(False, unreachable.reason, unreachable.message, access.grant)
+        old = self.old.reference
+        same = old is not None and (old.training_run, old.permitted, old.reason, old.grant) == (
+            self.spec_run,
+            access.permitted,
+            access.reason,
+            access.grant,
+        )
+        self.new.reference = ReferenceStatus(
+            training_run=self.spec_run,
+            permitted=access.permitted,
+            reason=access.reason,
+            message=access.message,
+            grant=access.grant,
+            since=old.since if same and old is not None else self.now,
+        )
+        if not same:
+            self.event("Normal" if access.permitted else "Warning", access.reason, access.message)
+        return None if access.permitted else access
+
+    def _refused(self, access: Access) -> ServingPlan:
+        """Keep what serves (rolling back a canary of it), roll out nothing new, take no action.
+
+        Revoking a grant stops the operator from acting on the other namespace's models
+        on this namespace's behalf; it does not take down a model this namespace already
+        serves (its pods read it with this namespace's own credentials; the object
+        store's policy decides whether they still can).
+        """
+        current, new = self.new.current_model, self.new
+        if current is not None and self.seen.stable is not None:
+            self.refusal = access
+            return self._direct(current, build_service(self.obj, self.spec))
+        new.state = RolloutState.PENDING
+        self.cond(C.READY, ConditionStatus.FALSE, access.reason, access.message)
+        self.cond(C.PROGRESSING, ConditionStatus.FALSE, access.reason, access.message)
+        return self.finish(None, steps=len(self.spec.strategy.steps))
+
+    def _keep_serving_refused(self, access: Access) -> None:
+        """While a refused reference's last model still serves: say so in Progressing and STATE."""
+        new, current = self.new, self.new.current_model
+        progressing = get_condition(new.conditions, C.PROGRESSING)
+        if current is not None and (progressing is None or progressing.status is not ConditionStatus.TRUE):
+            self.cond(
+                C.PROGRESSING,
+                ConditionStatus.FALSE,
+                access.reason,
+                f"{access.message}; still serving {current.training_run} (sha256 {current.sha256[:12]}), "
+                "no new model is rolled out",
+            )
+        new.state_summary = f"{new.state_summary or ''} ({access.reason})".strip()
 
     def _judged_sha(self) -> str | None:
         s = self.old
@@ -586,7 +669,7 @@ class _Planner:
                 # Serve on what served before the retrain.
                 keep = (
                     current.training_run
-                    if current is not None and current.training_run != self.spec.model.training_run_ref.name
+                    if current is not None and current.training_run != self.spec_run
                     else None
                 )
                 new.retrain_run = keep
@@ -720,7 +803,7 @@ class _Planner:
         dataset_hash = ((self.seen.dataset or {}).get("status") or {}).get("contentHash")
         served_run = (
             self.seen.run
-            if current.training_run == spec.model.training_run_ref.name
+            if current.training_run == self.spec_run
             else self.seen.retrained
             if current.training_run == new.retrain_run
             else None
@@ -751,7 +834,7 @@ class _Planner:
         new.retrains += 1
         run = build_retrain_run(self.obj, spec, new.retrains)
         name = retrain_run_name(self.obj["metadata"]["name"], new.retrains)
-        offered, _ = served_model(spec.model.training_run_ref.name, self.seen.run)
+        offered, _ = served_model(self.spec_run, self.seen.run)
         new.retrain_run = name
         new.last_retrain = RetrainRecord(
             run=name,

@@ -67,6 +67,8 @@ def test_invalid_specs_meet_the_api_server(dev_cluster: Any, namespace: str, pat
                 "modeldeployment-retrain-no-template": "retrainTemplate is required",
                 "trainingrun-search-low-not-below-high": "high must be greater than low",
                 "trainingrun-search-log-nonpositive": "low must be greater than 0 on a log scale",
+                "modelgrant-no-runs": "exactly one of trainingRuns (non-empty) or allTrainingRuns",
+                "modelgrant-empty-selector": "an empty selector would grant every namespace",
             }[path.stem]
             assert message in out, out
 

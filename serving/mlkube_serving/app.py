@@ -546,8 +546,11 @@ class ServingApp:
             reference=model.metadata.reference_predictions,
             reference_accuracy=_held_out_accuracy(model.metadata),
         )
+        classifier = model.task == "classification"
         self.feedback_ids = FeedbackIds(
-            model.sha256, len(model.class_labels) if model.task == "classification" else None
+            model.sha256,
+            len(model.class_labels) if classifier else None,
+            list(model.class_labels) if classifier else None,
         )
         self.model = model
         self.batcher = MicroBatcher(

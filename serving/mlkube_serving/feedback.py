@@ -12,9 +12,17 @@ A per-replica LRU of the last N predictions is kept as before: it is how ids cho
 the client (which are echoed unchanged, as the protocols require) are scored, and how a
 prediction too large to encode is remembered.  An id no replica can decode and this one
 does not know is counted as ``unknown_id`` and reported back, because late or foreign
-feedback is normal, not an error.  A decodable id of another model (a canary or the
-previous model during a rollout) is not scored here, where it would be counted against
-the wrong model: it is counted as ``other_model`` and listed apart.
+feedback is normal, not an error.
+
+A decodable id of another model (the canary's, or the stable model's on a canary pod, or
+the previous model's after a rollout) must not count against this replica's model, and
+during a canary it is the only way most of the other track's labels arrive (a Service
+sends a canary's label to a stable pod with the stable pods' share). The id says which
+model predicted (its sha256 prefix) and what, so this replica scores it *for that
+model*, in ``mlkube_feedback_for_model_total{predicted_by=<sha256[:8]>}``, which the
+operator adds to the predicting model's accuracy. Classes travel as indices, so this is
+done only when the id's class-list digest equals this model's (same classes, same
+order); otherwise, and for regression, the item is only counted as ``other_model``.
 
 Each id is scored at most once per replica (a bounded set of scored ids), so a retried
 feedback call to the same replica cannot inflate the numbers; a retry that lands on
@@ -67,11 +75,12 @@ class PredictionMemory:
         self._items.pop(request_id, None)
 
 
-_VERSION = 1
+_VERSION = 2  # 2: class ids carry a digest of the class list; 1 is still decoded
 _CLASSES = 0
 _VALUES = 1
 _TAG_BYTES = 4
 _CHECK_BYTES = 4
+_CLASSES_TAG_BYTES = 2
 # Largest payload put into an id (before base64): 4096 characters of id at most. A
 # larger prediction gets a plain id that only its own replica (its LRU) knows.
 MAX_PAYLOAD_BYTES = 3000
@@ -113,6 +122,7 @@ class Decoded:
     model_tag: bytes
     class_index: npt.NDArray[np.intp] | None
     values: npt.NDArray[np.float64] | None
+    classes_tag: bytes | None = None  # digest of the predicting model's class list (version 2)
 
     @property
     def rows(self) -> int:
@@ -124,10 +134,11 @@ class Decoded:
 class FeedbackIds:
     """Encodes predictions into response ids, and decodes them on any replica of the model."""
 
-    def __init__(self, sha256_hex: str, n_classes: int | None) -> None:
+    def __init__(self, sha256_hex: str, n_classes: int | None, class_labels: list[str] | None = None) -> None:
         self.tag = bytes.fromhex(sha256_hex[: 2 * _TAG_BYTES])
         self.n_classes = n_classes
         self.bits = max(1, (n_classes - 1).bit_length()) if n_classes else 0
+        self.classes_tag = classes_digest(class_labels if class_labels is not None else [])
 
     def encode(
         self, visible: str, class_index: npt.NDArray[Any] | None, values: npt.NDArray[Any] | None
@@ -140,7 +151,14 @@ class FeedbackIds:
             rows = len(index)
             if rows * self.bits > 8 * MAX_PAYLOAD_BYTES:
                 return None
-            header = bytes((_VERSION,)) + self.tag + bytes((_CLASSES, self.bits)) + _varint(rows)
+            header = (
+                bytes((_VERSION,))
+                + self.tag
+                + bytes((_CLASSES,))
+                + self.classes_tag
+                + bytes((self.bits,))
+                + _varint(rows)
+            )
             if rows <= 64:
                 # Small requests (the usual case): Python ints beat numpy's per-call overhead.
                 acc = 0
@@ -180,8 +198,9 @@ class FeedbackIds:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             return None
-        if len(raw) < 1 + _TAG_BYTES + 2 + _CHECK_BYTES or raw[0] != _VERSION:
+        if len(raw) < 1 + _TAG_BYTES + 2 + _CHECK_BYTES or raw[0] not in (1, _VERSION):
             return None
+        version = raw[0]
         body, check = raw[:-_CHECK_BYTES], raw[-_CHECK_BYTES:]
         if _check(visible, body) != check:
             return None
@@ -190,6 +209,10 @@ class FeedbackIds:
         pos = 2 + _TAG_BYTES
         try:
             if kind == _CLASSES:
+                classes_tag = None
+                if version >= 2:
+                    classes_tag = body[pos : pos + _CLASSES_TAG_BYTES]
+                    pos += _CLASSES_TAG_BYTES
                 bits = body[pos]
                 rows, pos = _read_varint(body, pos + 1)
                 if not 1 <= bits <= 16 or rows == 0:
@@ -203,7 +226,7 @@ class FeedbackIds:
                     flat = np.unpackbits(np.frombuffer(body, dtype=np.uint8, offset=pos))[: rows * bits]
                     weights = 1 << np.arange(bits - 1, -1, -1)
                     index = (flat.reshape(rows, bits).astype(np.intp) * weights).sum(axis=1)
-                return Decoded(tag, index, None)
+                return Decoded(tag, index, None, classes_tag)
             if kind == _VALUES:
                 rows, pos = _read_varint(body, pos)
                 if rows == 0 or len(body) - pos != 8 * rows:
@@ -212,6 +235,12 @@ class FeedbackIds:
         except (ValueError, IndexError):
             return None
         return None
+
+
+def classes_digest(class_labels: list[str]) -> bytes:
+    """Two bytes naming a class list (labels spelt as the profiler spells them, in order)."""
+    text = "\x00".join(class_labels).encode()
+    return hashlib.blake2b(b"classes\x00" + text, digest_size=_CLASSES_TAG_BYTES).digest()
 
 
 class ScoredIds:
@@ -237,6 +266,7 @@ class FeedbackResult:
     unknown_ids: list[str]
     rows: int
     other_model_ids: list[str] = field(default_factory=list)
+    """Ids of another model: scored for it when this replica can read them, listed either way."""
 
 
 def _labels_for(rid: str, label: Any, rows: int) -> list[Any]:
@@ -263,9 +293,11 @@ def score_feedback(
     """Validate every item first (a 400 changes nothing), then score and count them.
 
     An id is looked up in this replica's memory first, then decoded (``ids``); a decoded
-    id of this model is scored unless ``scored_ids`` says it already was here.
+    id is scored unless ``scored_ids`` says it already was here: for this model, or for
+    the model that made it (a classifier's id with this model's class list).
     """
     scored: list[tuple[str, npt.NDArray[Any], list[Any]]] = []
+    for_other: dict[str, str] = {}  # rid -> the predicting model's tag (hex), when scored for it
     unknown: list[str] = []
     other_model: list[str] = []
     seen: set[str] = set()
@@ -278,8 +310,13 @@ def score_feedback(
             decoded = ids.decode(rid)
             if decoded is not None and decoded.model_tag != ids.tag:
                 other_model.append(rid)
-                continue
-            if decoded is not None:
+                if task != "classification" or decoded.classes_tag != ids.classes_tag:
+                    continue  # its predictions cannot be read here: counted as other_model only
+                predicted = _decoded_prediction(decoded, task, classes)
+                if predicted is None:
+                    continue
+                for_other[rid] = decoded.model_tag.hex()
+            elif decoded is not None:
                 predicted = _decoded_prediction(decoded, task, classes)
         if predicted is None:
             unknown.append(rid)
@@ -306,6 +343,10 @@ def score_feedback(
             correct = sum(
                 label_text(t) == label_text(p) for t, p in zip(labels, predicted.tolist(), strict=True)
             )
+            if rid in for_other:
+                metrics.observe_feedback_for(for_other[rid], "correct", correct)
+                metrics.observe_feedback_for(for_other[rid], "incorrect", len(labels) - correct)
+                continue
             if correct:
                 metrics.observe_feedback("correct", correct)
             if len(labels) - correct:

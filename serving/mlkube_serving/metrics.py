@@ -237,8 +237,14 @@ class ServingMetrics(Collector):
         )
         self.feedback = _Counter(
             "mlkube_feedback",
-            "Feedback outcomes: correct, incorrect, scored (regression), unknown_id.",
+            "Feedback outcomes: correct, incorrect, scored (regression), unknown_id, other_model.",
             ["model", "outcome"],
+        )
+        self.feedback_for = _Counter(
+            "mlkube_feedback_for_model",
+            "Labels of another model's predictions (a canary's, the stable model's) scored here for it: "
+            "predicted_by is its sha256[:8]; outcome correct or incorrect.",
+            ["model", "predicted_by", "outcome"],
         )
         # Batches whose rows are not counted yet: counting 20 features for one row costs as
         # much as for a thousand, so it is done in bulk at scrape time (or every flush_rows).
@@ -465,6 +471,9 @@ class ServingMetrics(Collector):
     def observe_feedback(self, outcome: str, n: float = 1.0) -> None:
         self.feedback.inc((self.model, outcome), n)
 
+    def observe_feedback_for(self, predicted_by: str, outcome: str, n: float) -> None:
+        self.feedback_for.inc((self.model, predicted_by, outcome), n)
+
     def observe_errors(self, errors: npt.NDArray[np.float64]) -> None:
         self.sq_error[0] += int(errors.size)
         self.sq_error[1] += float(np.square(errors).sum())
@@ -583,6 +592,7 @@ class ServingMetrics(Collector):
             yield g
         fb = self.feedback.family()
         yield fb
+        yield self.feedback_for.family()
         if self.task == "regression":
             for name, (count, total), doc in (
                 (

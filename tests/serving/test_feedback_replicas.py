@@ -163,21 +163,57 @@ def test_client_ids_are_echoed_and_the_feedback_id_travels(
     assert r.json()["accepted"] == 1
 
 
-def test_ids_of_another_model_or_damaged_ones_are_not_scored(
+def test_ids_of_another_model_are_scored_for_it_never_as_this_models(
     replicas: dict[str, list[ServerProc]], servers: dict[str, ServerProc], artifacts: dict[str, Artifact]
 ) -> None:
     iris = replicas["iris"][1]
-    rows = artifacts["iris"].x[:1]
+    rows = artifacts["iris"].x[:3]
     body = post(iris, "/v1/models/iris:predict", {"instances": rows.tolist()}).json()
-    # The "lr" server serves another model (another sha256) with the same classes: it must
-    # not count an iris prediction's label as its own accuracy.
+    predicted = body["predictions"]
+    labels = [predicted[0], predicted[1], (predicted[2] + 1) % 3]  # two right, one wrong
+    # The "lr" server serves another model (another sha256) with the same classes, as the
+    # stable pods of a canary do: the label counts for iris (the model that predicted),
+    # under its sha256 prefix, and never as lr's own accuracy.
     lr = servers["lr"]
-    before = metric(scrape(lr), "mlkube_feedback_total", model="lr", outcome="other_model")
+    tag = artifacts["iris"].sha256[:8]
+
+    def counts() -> tuple[float, ...]:
+        text = scrape(lr)
+        own = tuple(
+            metric(text, "mlkube_feedback_total", model="lr", outcome=o)
+            for o in ("correct", "incorrect", "other_model")
+        )
+        behalf = tuple(
+            metric(text, "mlkube_feedback_for_model_total", model="lr", predicted_by=tag, outcome=o)
+            for o in ("correct", "incorrect")
+        )
+        return own + behalf
+
+    before = counts()
     r = httpx.post(
-        f"{lr.url}/v2/models/lr/feedback", json={"feedback": [{"id": body["id"], "label": 0}]}, timeout=10
+        f"{lr.url}/v2/models/lr/feedback",
+        json={"feedback": [{"id": body["id"], "label": labels}]},
+        timeout=10,
     ).json()
+    assert r == {"accepted": 1, "unknownIds": [], "scoredRows": 3, "otherModelIds": [body["id"]]}
+    after = counts()
+    assert [a - b for a, b in zip(after, before, strict=True)] == [0, 0, 1, 2, 1]
+    # Scored once per replica, as its own ids are.
+    r = httpx.post(
+        f"{lr.url}/v2/models/lr/feedback",
+        json={"feedback": [{"id": body["id"], "label": labels}]},
+        timeout=10,
+    ).json()
+    assert r["accepted"] == 0 and r["unknownIds"] == [body["id"]]
+    assert counts()[3:] == after[3:]
+    # A regressor cannot read a classifier's prediction: counted as other_model only.
+    reg = replicas["reg"][0]
+    before_reg = metric(scrape(reg), "mlkube_feedback_total", model="reg", outcome="other_model")
+    body = post(iris, "/v1/models/iris:predict", {"instances": rows[:1].tolist()}).json()
+    r = post(reg, "/v2/models/reg/feedback", {"feedback": [{"id": body["id"], "label": 1.5}]}).json()
     assert r == {"accepted": 0, "unknownIds": [], "scoredRows": 0, "otherModelIds": [body["id"]]}
-    assert metric(scrape(lr), "mlkube_feedback_total", model="lr", outcome="other_model") == before + 1
+    assert metric(scrape(reg), "mlkube_feedback_total", model="reg", outcome="other_model") == before_reg + 1
+    assert not [ln for ln in scrape(reg).splitlines() if ln.startswith("mlkube_feedback_for_model_total{")]
     # One character changed: the checksum fails, so it is an unknown id, as before.
     damaged = body["id"][:-3] + ("A" if body["id"][-3] != "A" else "B") + body["id"][-2:]
     r = post(replicas["iris"][2], "/v2/models/iris/feedback", {"feedback": [{"id": damaged, "label": 0}]})
@@ -206,10 +242,29 @@ def test_feedback_id_round_trip(n_classes: int) -> None:
 
 
 def test_ids_stay_short_for_typical_requests() -> None:
-    # 3 classes, one row: the id is the visible part plus about 16 characters.
-    ids = FeedbackIds("0" * 64, 3)
+    # 3 classes, one row: the id is the visible part plus 21 characters (the model tag, the
+    # class list's digest, the prediction and the checksum, in base64url).
+    ids = FeedbackIds("0" * 64, 3, ["0", "1", "2"])
     rid = ids.encode("0123456789ab-1", np.array([2]), None)
-    assert rid is not None and len(rid) <= len("0123456789ab-1") + 20
+    assert rid is not None and len(rid) <= len("0123456789ab-1") + 21
+
+
+def test_a_class_list_digest_travels_with_class_ids_and_old_ids_still_decode() -> None:
+    ids = FeedbackIds("ab" * 32, 3, ["setosa", "versicolor", "virginica"])
+    decoded = ids.decode(ids.encode("n-1", np.array([0, 2]), None) or "")
+    assert decoded is not None and decoded.classes_tag == ids.classes_tag
+    assert FeedbackIds("ab" * 32, 3, ["a", "b", "c"]).classes_tag != ids.classes_tag
+    assert FeedbackIds("ab" * 32, 3, ["virginica", "versicolor", "setosa"]).classes_tag != ids.classes_tag
+    # A version-1 id (before the digest): decoded, with no digest, so never scored for another model.
+    import base64
+
+    from mlkube_serving import feedback as fb
+
+    body = bytes((1,)) + bytes.fromhex("abababab") + bytes((0, 2)) + bytes((2,)) + bytes((0b00100000,))
+    token = base64.urlsafe_b64encode(body + fb._check("n-2", body)).rstrip(b"=").decode()
+    old = ids.decode(f"n-2.{token}")
+    assert old is not None and old.classes_tag is None and old.class_index is not None
+    assert old.class_index.tolist() == [0, 2]
 
 
 async def test_string_classes_travel_between_two_in_process_replicas(artifacts: dict[str, Artifact]) -> None:

@@ -60,6 +60,7 @@ SERIES = (
     Series("predictions", "mlkube_predictions_total", ("class",), counter=True),
     Series("prediction_bins", "mlkube_prediction_bin_total", ("bin",), counter=True),
     Series("feedback", "mlkube_feedback_total", ("outcome",), counter=True),
+    Series("feedback_for", "mlkube_feedback_for_model_total", ("predicted_by", "outcome"), counter=True),
     Series("feature_reference", "mlkube_feature_reference_ratio", ("feature", "bin"), counter=False),
     Series("prediction_reference", "mlkube_prediction_reference_ratio", ("bin",), counter=False),
     Series("prediction_scores", "mlkube_prediction_score_bin_total", ("bin",), counter=True),
@@ -130,6 +131,9 @@ def counts_from_results(results: Mapping[str, Sequence[JSON]], sha256: str) -> C
                 c.prediction_reference_rows = value
             elif s.key == "reference_accuracy":
                 c.reference_accuracy = value
+            elif s.key == "feedback_for":
+                joined = f"{key[0]}/{key[1]}"
+                c.feedback_for[joined] = c.feedback_for.get(joined, 0.0) + value
             elif s.key == "latency":
                 le = float(key[0])  # "+Inf" -> math.inf, as in parse_metrics
                 c.latency[le] = c.latency.get(le, 0.0) + value

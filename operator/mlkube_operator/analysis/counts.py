@@ -11,7 +11,7 @@ Series are keyed by the label values the analysis compares (bin, level, class), 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +38,9 @@ class Counts:
     predictions: dict[str, float] = field(default_factory=dict)
     """Class label (classification) or prediction bin (regression) -> count."""
     feedback: dict[str, float] = field(default_factory=dict)
-    """Feedback outcome (correct, incorrect, scored, unknown_id) -> count."""
+    """Feedback outcome (correct, incorrect, scored, unknown_id, other_model) -> count."""
+    feedback_for: dict[str, float] = field(default_factory=dict)
+    """``<sha256[:8]>/<outcome>`` -> labels of another model's predictions scored here for it."""
     feature_reference: dict[str, dict[str, float]] = field(default_factory=dict)
     """Feature -> bin or level -> reference fraction (a constant gauge)."""
     prediction_reference: dict[str, float] = field(default_factory=dict)
@@ -91,6 +93,8 @@ def counts_from_families(families: Iterable[Metric]) -> Counts:
                 _add(c.predictions, labels["bin"], value)
             elif name == "mlkube_feedback_total":
                 _add(c.feedback, labels["outcome"], value)
+            elif name == "mlkube_feedback_for_model_total":
+                _add(c.feedback_for, f"{labels['predicted_by']}/{labels['outcome']}", value)
             elif name == "mlkube_feature_reference_ratio":
                 c.feature_reference.setdefault(labels["feature"], {})[labels["bin"]] = value
             elif name == "mlkube_prediction_reference_ratio":
@@ -115,7 +119,7 @@ def counts_from_families(families: Iterable[Metric]) -> Counts:
 
 
 # The cumulative fields; references, identity and readiness are state, not counts.
-_FLAT = ("requests", "predictions", "prediction_scores", "feedback")
+_FLAT = ("requests", "predictions", "prediction_scores", "feedback", "feedback_for")
 
 
 def _all_series(c: Counts) -> Iterable[tuple[tuple[str, ...], float]]:
@@ -156,6 +160,7 @@ def delta(new: Counts, old: Counts) -> Counts:
         feature_bins={f: _minus(bins, old.feature_bins.get(f, {})) for f, bins in new.feature_bins.items()},
         predictions=_minus(new.predictions, old.predictions),
         feedback=_minus(new.feedback, old.feedback),
+        feedback_for=_minus(new.feedback_for, old.feedback_for),
         feature_reference=new.feature_reference,
         prediction_reference=new.prediction_reference,
         prediction_scores=_minus(new.prediction_scores, old.prediction_scores),
@@ -192,6 +197,7 @@ def total(counts: Iterable[Counts]) -> Counts:
         _sum_into(out.predictions, c.predictions)
         _sum_into(out.prediction_scores, c.prediction_scores)
         _sum_into(out.feedback, c.feedback)
+        _sum_into(out.feedback_for, c.feedback_for)
         if not out.feature_reference and c.feature_reference:
             out.feature_reference = {f: dict(r) for f, r in c.feature_reference.items()}
             out.feature_reference_rows = dict(c.feature_reference_rows)
@@ -211,4 +217,32 @@ def total(counts: Iterable[Counts]) -> Counts:
     return out
 
 
-__all__ = ["Counts", "counts_from_families", "delta", "is_model_route", "parse_metrics", "total"]
+def credit_feedback(judged: Counts, other: Counts) -> Counts:
+    """``judged`` with the labels of its predictions that ``other``'s pods scored for it.
+
+    During a canary a Service sends most labels of one track's predictions to the other
+    track's pods, which score them for the model that predicted (by its sha256 prefix,
+    ``mlkube_feedback_for_model_total``); they belong to that model's accuracy.
+    """
+    if judged.model_sha256 is None:
+        return judged
+    prefix = f"{judged.model_sha256[:8]}/"
+    credited = {
+        key.removeprefix(prefix): value for key, value in other.feedback_for.items() if key.startswith(prefix)
+    }
+    if not credited:
+        return judged
+    feedback = dict(judged.feedback)
+    _sum_into(feedback, credited)
+    return replace(judged, feedback=feedback)
+
+
+__all__ = [
+    "Counts",
+    "counts_from_families",
+    "credit_feedback",
+    "delta",
+    "is_model_route",
+    "parse_metrics",
+    "total",
+]

@@ -33,7 +33,7 @@ from .. import observability as obs
 from ..adapters.metrics import scrape_pods
 from ..adapters.prometheus import window_counts
 from ..analysis.canary import compare
-from ..analysis.counts import Counts, delta, parse_metrics, total
+from ..analysis.counts import Counts, credit_feedback, delta, parse_metrics, total
 from ..analysis.verdict import analyse
 from ..api.modeldeployment import (
     Analysis,
@@ -152,6 +152,17 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
     # A canary step judges the rows since it started; after an operator restart mid-step,
     # the rows since the first scrape (still inside the step).
     window, partial = window_of(meta, spec, judged.sha256, start, now, late_baseline_ok=canary)
+    stable: Counts | None = None
+    if canary and partial is None:
+        stable, stable_partial = window_of(
+            meta, spec, status.current_model.sha256, start, now, late_baseline_ok=True
+        )
+        if stable_partial is None:
+            # Labels of each track's predictions that reached the other track's pods count
+            # for the model that predicted them (the canary's accuracy, and the stable's).
+            window, stable = credit_feedback(window, stable), credit_feedback(stable, window)
+        else:
+            stable = None
     if partial is not None:
         samples = round(sum(window.requests.values()))
         analysis = Analysis(
@@ -162,13 +173,7 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
         )
         return Judgement(judged.sha256, analysis)
     analysis = analyse(window, thresholds, min_samples, now)
-    comparison = None
-    if canary:
-        stable, stable_partial = window_of(
-            meta, spec, status.current_model.sha256, start, now, late_baseline_ok=True
-        )
-        if stable_partial is None:
-            comparison = compare(window, stable)
+    comparison = compare(window, stable) if stable is not None else None
     return Judgement(judged.sha256, analysis, comparison)
 
 

@@ -23,6 +23,7 @@ started". With `source.type: Prometheus` Prometheus keeps the history
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,6 +161,8 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
         if stable_partial is None:
             # Labels of each track's predictions that reached the other track's pods count
             # for the model that predicted them (the canary's accuracy, and the stable's).
+            window = replace(window, model_sha256=judged.sha256)  # even with no pod reporting yet
+            stable = replace(stable, model_sha256=status.current_model.sha256)
             window, stable = credit_feedback(window, stable), credit_feedback(stable, window)
         else:
             stable = None

@@ -10,10 +10,12 @@ as its own process:
 2. a plain pyarrow script: read the same prefix with pyarrow.dataset, serialise it as
    CSV with pyarrow.csv and sha256 it (reading and hashing, nothing else).
 
-It prints wall time and peak RSS (from wait4) of both and their ratios. Targets
-(issue 11): profile peak memory < 1.5 GB, time within 2x of the plain script.
+Both run --repeat times (default 3), alternating, so that load from other processes
+falls on both; it prints each run and the medians of wall time and peak RSS (from
+wait4) and their ratios. Targets (issue 11): profile peak memory < 1.5 GB, time
+within 2x of the plain script.
 
-    .venv/bin/python benchmarks/profile_s3_parquet.py [--rows N]
+    .venv/bin/python benchmarks/profile_s3_parquet.py [--rows N] [--repeat K]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,8 +61,8 @@ def make_table(rows: int) -> object:
     return pa.table(cols)
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS bytes (wait4), stdout of one child process."""
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str, float]:
+    """Wall seconds, peak RSS bytes, stdout and CPU seconds (user + system, wait4) of one child process."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
@@ -70,7 +73,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
         text = out.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:4]} exited {proc.returncode}: {text[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024, text
+    return seconds, usage.ru_maxrss * 1024, text, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -78,6 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     import pyarrow.parquet as pq
 
@@ -122,20 +126,39 @@ def main() -> None:
         profile_cmd += ["--termination-log", str(log), "--source-timeout", "120"]
         plain_cmd = [sys.executable, "-c", PLAIN, s3.endpoint.removeprefix("http://"), s3.access_key]
         plain_cmd += [s3.secret_key, "bench/wide/"]
-        plain_s, plain_rss, plain_out = run(plain_cmd, env)
-        prof_s, prof_rss, _ = run(profile_cmd, env)
-        result = json.loads(log.read_text())
-        if not result.get("ok"):
-            raise SystemExit(f"profile failed: {result}")
+        plain_runs, prof_runs = [], []
+        for _ in range(args.repeat):
+            plain_runs.append(run(plain_cmd, env))
+            prof_runs.append(run(profile_cmd, env))
+            result = json.loads(log.read_text())
+            if not result.get("ok"):
+                raise SystemExit(f"profile failed: {result}")
     mib = 1024 * 1024
     print(f"rows: {args.rows:,} x {table.num_columns} columns, 4 Parquet parts in SeaweedFS")  # type: ignore[attr-defined]
+    for i, (plain, prof) in enumerate(zip(plain_runs, prof_runs, strict=True)):
+        print(
+            f"  run {i + 1}: plain {plain[0]:6.2f} s (cpu {plain[3]:5.2f} s) {plain[1] / mib:5.0f} MiB"
+            f"   profile {prof[0]:6.2f} s (cpu {prof[3]:5.2f} s) {prof[1] / mib:5.0f} MiB"
+        )
+    plain_s, plain_rss = (
+        statistics.median(r[0] for r in plain_runs),
+        statistics.median(r[1] for r in plain_runs),
+    )
+    prof_s, prof_rss = statistics.median(r[0] for r in prof_runs), statistics.median(r[1] for r in prof_runs)
     print(
-        f"plain pyarrow read + CSV + sha256: {plain_s:7.2f} s  peak RSS {plain_rss / mib:7.0f} MiB  ({plain_out.split()[0]} rows)"
+        f"plain pyarrow read + CSV + sha256: {plain_s:7.2f} s  peak RSS {plain_rss / mib:7.0f} MiB  ({plain_runs[0][2].split()[0]} rows)"
     )
     print(
         f"profile entrypoint (the Job):      {prof_s:7.2f} s  peak RSS {prof_rss / mib:7.0f} MiB  (contentHash {result['contentHash'][:12]})"
     )
-    print(f"ratio profile/plain: time {prof_s / plain_s:.2f}x, memory {prof_rss / plain_rss:.2f}x")
+    plain_cpu, prof_cpu = (
+        statistics.median(r[3] for r in plain_runs),
+        statistics.median(r[3] for r in prof_runs),
+    )
+    print(
+        f"ratio of medians profile/plain: time {prof_s / plain_s:.2f}x, memory {prof_rss / plain_rss:.2f}x"
+        f" (CPU seconds {prof_cpu:.2f} / {plain_cpu:.2f} = {prof_cpu / plain_cpu:.2f}x)"
+    )
     print("targets: peak RSS < 1536 MiB, time within 2x of the plain script")
 
 

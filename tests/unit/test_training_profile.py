@@ -383,3 +383,64 @@ def test_encode_truncates_long_messages() -> None:
     result = json.loads(text)
     assert result["reason"] == "ValidationFailed" and result["message"].endswith("[truncated]")
     assert json.loads(encode({"ok": True, "x": float("nan")})) == {"ok": True, "x": None}
+
+
+def _edges_by_definition(values: np.ndarray, bins: int) -> list[float]:
+    """The module docstring's edges, from the distinct values (no shared sort)."""
+    quantiles = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
+    if len(quantiles) == 1:
+        return [float(quantiles[0])] * 2
+    if len(quantiles) == 2:
+        return [float(q) for q in quantiles]
+    distinct = sorted(set(values.tolist()))
+    inner = [(max(d for d in distinct if d < q) + q) / 2.0 for q in quantiles[1:-1]]
+    return [float(quantiles[0]), *inner, float(quantiles[-1])]
+
+
+def _fractions_by_definition(values: np.ndarray, edges: list[float]) -> list[float]:
+    """Each value in bin [e_i, e_i+1) (the last closed), values outside clipped to the ends, row by row."""
+    counts = [0] * (len(edges) - 1)
+    for v in values.tolist():
+        i = sum(1 for e in edges if e <= v) - 1
+        counts[min(max(i, 0), len(counts) - 1)] += 1
+    return [c / len(values) for c in counts]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numeric_profile_matches_its_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    values = [
+        rng.normal(size=n),
+        np.round(rng.exponential(size=n), 1),
+        rng.integers(0, 4, size=n).astype(float),
+    ][seed % 3]
+    for bins in (1, 3, 10):
+        prof = numeric_profile(pd.Series(values), bins)
+        edges = _edges_by_definition(values, bins)
+        assert prof["binEdges"] == edges
+        assert prof["fractions"] == _fractions_by_definition(values, edges)
+        assert prof["mean"] == float(values.mean()) and prof["std"] == float(values.std(ddof=0))
+
+
+def test_categorical_levels_are_named_per_value() -> None:
+    from mlkube_operator.training.profiling import categorical_profile
+
+    # True == 1 and 1.0 == 1 in Python, but they are different levels ("True", "1"): a
+    # mixed object column is named row by row, never merged by equality first.
+    mixed = pd.Series([True, 1, 1.0, "1", True, None], dtype=object)
+    assert categorical_profile(mixed) == {
+        "kind": "categorical",
+        "levels": {"1": 0.6, "True": 0.4},
+        "missing": 1,
+    }
+    labels = pd.Series([2, 0, 2, 1, 2, 0])
+    assert categorical_profile(labels)["levels"] == {
+        "2": 0.5,
+        "0": pytest.approx(1 / 3),
+        "1": pytest.approx(1 / 6),
+    }
+    floats = pd.Series([0.0, -0.0, 2.0, 2.5, np.nan])
+    assert categorical_profile(floats)["levels"] == {"0": 0.5, "2": 0.25, "2.5": 0.25}
+    unused = pd.Series(pd.Categorical(["b", "a", "b"], categories=["a", "b", "c"]))
+    assert categorical_profile(unused)["levels"] == {"b": pytest.approx(2 / 3), "a": pytest.approx(1 / 3)}

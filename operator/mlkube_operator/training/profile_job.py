@@ -9,6 +9,7 @@ and what the training Job will read describe exactly the same values.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,15 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
             Reason.VALIDATION_FAILED,
             f"the data does not survive CSV round-tripping ({source_rows} rows became {len(canonical)})",
         )
-    profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
 
     directory = artifacts.dataset_dir(req.namespace, req.name, content_hash)
-    # profile.json last: its presence means the version is complete.
-    data_uri = store.write(str(directory / DATA_FILE), data)
+    # The data is final once it round-trips: it is written (network or fsync, no GIL
+    # held) while the profile is computed. profile.json last: its presence means the
+    # version is complete.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-data") as pool:
+        data_written = pool.submit(store.write, str(directory / DATA_FILE), data)
+        profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
+        data_uri = data_written.result()
     profile_uri = store.write(str(directory / PROFILE_FILE), (json.dumps(profile) + "\n").encode("utf-8"))
     log(
         f"profile: {len(canonical)} rows, task {profile['task']}, contentHash {content_hash}, wrote {store.uri(str(directory))}"

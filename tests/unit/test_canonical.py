@@ -130,3 +130,15 @@ def test_integer_extremes_match_the_definition() -> None:
     fast, ref = both(frame, rows=4)
     assert fast == ref
     assert fast.split(b"\n")[1].startswith(b"-9223372036854775808,")
+
+
+def test_chunks_written_on_threads_are_the_same_bytes_in_order() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame(
+        {"x": awkward_floats(rng, 20_000)[:20_000], "s": rng.choice(np.array(["a", "b,c"]), 20_000)}
+    )
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = b"".join(canonical_chunks(frame, ["x", "s"], 997, pool=pool))
+    assert threaded == b"".join(reference_chunks(frame, ["x", "s"], 997))

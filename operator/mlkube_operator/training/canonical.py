@@ -27,6 +27,7 @@ mixed objects, nullable integers with missing values) goes through `_cells`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -233,9 +234,13 @@ def _joined(array: pa.Array) -> memoryview:
 
 
 def canonical_chunks(
-    frame: pd.DataFrame, columns: Sequence[str], rows: int = CHUNK_ROWS
+    frame: pd.DataFrame, columns: Sequence[str], rows: int = CHUNK_ROWS, pool: Executor | None = None
 ) -> Iterator[bytes | memoryview]:
-    """The canonical serialisation of `frame[columns]`, the header first, then `rows` rows at a time."""
+    """The canonical serialisation of `frame[columns]`, the header first, then `rows` rows at a time.
+
+    With `pool`, chunks are written on its threads (Arrow's kernels and numpy release
+    the GIL) and yielded in order; the bytes do not depend on it.
+    """
     import pyarrow.compute as pc
 
     yield (",".join(_field(str(name)) for name in columns) + "\n").encode("utf-8")
@@ -243,9 +248,12 @@ def canonical_chunks(
     # cells concatenated, one kernel call per chunk.
     ends = [","] * (len(columns) - 1) + ["\n"]
     cells = [_column_cells(frame[name], end) for name, end in zip(columns, ends, strict=True)]
-    for start in range(0, len(frame), rows):
+
+    def chunk(start: int) -> memoryview:
         stop = min(start + rows, len(frame))
-        yield _joined(pc.binary_join_element_wise(*(column(start, stop) for column in cells), _large("")))
+        return _joined(pc.binary_join_element_wise(*(column(start, stop) for column in cells), _large("")))
+
+    yield from (pool.map if pool is not None else map)(chunk, range(0, len(frame), rows))
 
 
 def reference_chunks(frame: pd.DataFrame, columns: Sequence[str], rows: int = CHUNK_ROWS) -> Iterator[bytes]:
@@ -257,6 +265,6 @@ def reference_chunks(frame: pd.DataFrame, columns: Sequence[str], rows: int = CH
         yield ("\n".join(map(",".join, zip(*cells, strict=True))) + "\n").encode("utf-8")
 
 
-def canonical_csv(frame: pd.DataFrame, columns: Sequence[str]) -> bytes:
+def canonical_csv(frame: pd.DataFrame, columns: Sequence[str], pool: Executor | None = None) -> bytes:
     """The canonical serialisation of `frame[columns]` (see the module docstring)."""
-    return b"".join(canonical_chunks(frame, columns))
+    return b"".join(canonical_chunks(frame, columns, pool=pool))

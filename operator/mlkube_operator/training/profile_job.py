@@ -46,24 +46,25 @@ def run_profile(req: ProfileRequest) -> dict[str, Any]:
     columns = [*features, target]
     check_rules(frame, columns, spec.validation)
 
-    data = canonical_csv(frame, columns)
-    content_hash = sha256_bytes(data)
-    source_rows = len(frame)
-    del frame  # the source frame is not needed any more: the profile describes the canonical bytes
-    canonical = parse_canonical(data)
-    if len(canonical) != source_rows or list(canonical.columns) != columns:
-        raise JobFailure(
-            Reason.VALIDATION_FAILED,
-            f"the data does not survive CSV round-tripping ({source_rows} rows became {len(canonical)})",
-        )
-
-    directory = artifacts.dataset_dir(req.namespace, req.name, content_hash)
-    # The data is final once it round-trips: it is written (network or fsync, no GIL
-    # held) while the profile is computed. profile.json last: its presence means the
-    # version is complete.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-data") as pool:
+    # Threads: Arrow's kernels, hashing, writing (network or fsync) and numpy's sorts hold
+    # no GIL, so they run beside pandas' parse and the profile's Python.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="profile") as pool:
+        data = canonical_csv(frame, columns, pool=pool)
+        source_rows = len(frame)
+        del frame  # the source frame is not needed any more: the profile describes the canonical bytes
+        hashed = pool.submit(sha256_bytes, data)
+        canonical = parse_canonical(data)
+        content_hash = hashed.result()
+        if len(canonical) != source_rows or list(canonical.columns) != columns:
+            raise JobFailure(
+                Reason.VALIDATION_FAILED,
+                f"the data does not survive CSV round-tripping ({source_rows} rows became {len(canonical)})",
+            )
+        directory = artifacts.dataset_dir(req.namespace, req.name, content_hash)
+        # The data is final once it round-trips: it is written while the profile is
+        # computed. profile.json last: its presence means the version is complete.
         data_written = pool.submit(store.write, str(directory / DATA_FILE), data)
-        profile = build_profile(canonical, features, target, spec.profile.bins, content_hash)
+        profile = build_profile(canonical, features, target, spec.profile.bins, content_hash, pool=pool)
         data_uri = data_written.result()
     profile_uri = store.write(str(directory / PROFILE_FILE), (json.dumps(profile) + "\n").encode("utf-8"))
     log(

@@ -164,3 +164,13 @@ STALE: Final = "Stale"
 REASON_DATASET_CHANGED: Final = "DatasetChanged"
 REASON_DATASET_CURRENT: Final = "DatasetCurrent"
 REASON_FOLLOWING_DATASET: Final = "FollowingDataset"
+
+# Per-namespace artifact store: annotations on a Namespace override the operator's
+# MLKUBE_ARTIFACT_* settings for the objects in it (settings.Settings.for_namespace).
+# On the Namespace, not on a ConfigMap in it: who may edit a Namespace (usually the
+# platform team) decides where a namespace's artifacts go.
+ANNOTATION_ARTIFACT_STORE: Final = "mlkube.io/artifact-store"  # s3://bucket/prefix, or "pvc"
+ANNOTATION_ARTIFACT_ENDPOINT: Final = "mlkube.io/artifact-endpoint"
+ANNOTATION_ARTIFACT_REGION: Final = "mlkube.io/artifact-region"
+ANNOTATION_ARTIFACT_CREDENTIALS_SECRET: Final = "mlkube.io/artifact-credentials-secret"
+ARTIFACT_STORE_PVC: Final = "pvc"

@@ -16,6 +16,10 @@ from . import constants as C
 QUANTITY_OR_EMPTY = r"^([0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)?$"
 
 
+class NamespaceSettingsError(ValueError):
+    """A Namespace's mlkube.io/artifact-* annotation is invalid (the message names it)."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -116,6 +120,33 @@ class Settings(BaseModel):
         """What Jobs are given as --artifact-root: the s3:// prefix or the PVC's mount path."""
         return self.artifact_store.rstrip("/") if self.artifact_store else C.ARTIFACT_MOUNT
 
+    def for_namespace(self, annotations: Mapping[str, str]) -> Settings:
+        """These settings with a Namespace's `mlkube.io/artifact-*` annotations applied.
+
+        A namespace may keep its artifacts in its own bucket (or prefix, endpoint, region
+        and credentials Secret), or on the PVC (`mlkube.io/artifact-store: pvc`) while the
+        operator's default is object storage. Unset annotations keep the operator's
+        values. An invalid value raises NamespaceSettingsError naming the annotation.
+        """
+        overrides: dict[str, object] = {}
+        for key, field in _NAMESPACE_ANNOTATIONS.items():
+            if key in annotations:
+                value = annotations[key].strip()
+                # `pvc` (the store) and empty (endpoint, Secret) mean "none"
+                unset = value == C.ARTIFACT_STORE_PVC if field == "artifact_store" else not value
+                overrides[field] = None if unset and field != "artifact_region" else value
+        if not overrides:
+            return self
+        try:
+            return self.model_validate({**self.model_dump(), **overrides})
+        except ValidationError as err:
+            fields = {f: k for k, f in _NAMESPACE_ANNOTATIONS.items()}
+            problems = "; ".join(
+                f"{fields.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in err.errors()
+            )
+            raise NamespaceSettingsError(f"invalid namespace annotation {problems}") from None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         raw: dict[str, object] = {}
@@ -134,3 +165,11 @@ class Settings(BaseModel):
                 for e in err.errors()
             )
             raise SystemExit(f"mlkube operator: invalid configuration: {names}") from err
+
+
+_NAMESPACE_ANNOTATIONS = {
+    C.ANNOTATION_ARTIFACT_STORE: "artifact_store",
+    C.ANNOTATION_ARTIFACT_ENDPOINT: "artifact_endpoint",
+    C.ANNOTATION_ARTIFACT_REGION: "artifact_region",
+    C.ANNOTATION_ARTIFACT_CREDENTIALS_SECRET: "artifact_credentials_secret",
+}

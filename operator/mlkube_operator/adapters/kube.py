@@ -103,6 +103,13 @@ class Kube:
             return None
         return dict((data.get("metadata") or {}).get("labels") or {})
 
+    def namespace_annotations(self, name: str) -> dict[str, str] | None:
+        """The annotations of a Namespace (None when it does not exist)."""
+        data = self._call(Call("get", "namespaces", "", name), self.core.read_namespace, name)
+        if data is None:
+            return None
+        return dict((data.get("metadata") or {}).get("annotations") or {})
+
     def get_job(self, namespace: str, name: str) -> JSON | None:
         return self._call(
             Call("get", "jobs.batch", namespace, name), self.batch.read_namespaced_job, name, namespace

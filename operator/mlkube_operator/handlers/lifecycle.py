@@ -5,16 +5,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
 from .. import constants as C
 from ..adapters.kube import Kube
+from ..errors import PermanentFailure
 from ..reconcile.plan import Event
-from ..settings import Settings
+from ..settings import NamespaceSettingsError, Settings
 
 
 class RetryForever:
@@ -28,10 +30,36 @@ class RetryForever:
         return itertools.chain((1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0), itertools.repeat(30.0))
 
 
+# How long a Namespace's artifact-store annotations are reused before they are read
+# again: one GET per namespace per interval, however many objects it holds.
+NAMESPACE_SETTINGS_TTL_SECONDS = 30.0
+
+
 @dataclass
 class Runtime:
     kube: Kube
     settings: Settings
+    _by_namespace: dict[str, tuple[float, Settings | NamespaceSettingsError]] = field(default_factory=dict)
+
+    def settings_for(self, namespace: str) -> Settings:
+        """The settings for objects in `namespace`: the operator's, with the Namespace's
+        `mlkube.io/artifact-*` annotations applied (Settings.for_namespace). An invalid
+        annotation is a PermanentFailure naming it: the object's Reconciled condition
+        says so until the annotation is fixed (read again within the TTL)."""
+        now = time.monotonic()
+        cached = self._by_namespace.get(namespace)
+        if cached is None or cached[0] <= now:
+            annotations = self.kube.namespace_annotations(namespace) or {}
+            value: Settings | NamespaceSettingsError
+            try:
+                value = self.settings.for_namespace(annotations)
+            except NamespaceSettingsError as err:
+                value = err
+            cached = (now + NAMESPACE_SETTINGS_TTL_SECONDS, value)
+            self._by_namespace[namespace] = cached
+        if isinstance(cached[1], NamespaceSettingsError):
+            raise PermanentFailure(f"Namespace {namespace}: {cached[1]}")
+        return cached[1]
 
 
 _runtime: Runtime | None = None

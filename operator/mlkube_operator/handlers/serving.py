@@ -95,7 +95,7 @@ def apply_plan(obj: JSON, seen: Observed, plan: ServingPlan, logger: kopf.Logger
         rt.kube.apply(plan.create_run)
         logger.info("Applied TrainingRun %s", plan.create_run["metadata"]["name"])
     if plan.deployment is not None or plan.canary is not None:
-        rt.kube.ensure_artifact_pvc(namespace, rt.settings)
+        rt.kube.ensure_artifact_pvc(namespace, rt.settings_for(namespace))
     for desired in (plan.deployment, plan.canary):
         if desired is not None:
             rt.kube.apply(desired)
@@ -115,7 +115,8 @@ def reconcile_model_deployment(
     obj: JSON, logger: kopf.Logger, judgement: Judgement | None = None
 ) -> ServingPlan:
     seen = observe(obj)
-    plan = plan_model_deployment(obj, seen, datetime.now(UTC), runtime().settings, judgement)
+    settings = runtime().settings_for(obj["metadata"]["namespace"])
+    plan = plan_model_deployment(obj, seen, datetime.now(UTC), settings, judgement)
     apply_plan(obj, seen, plan, logger)
     return plan
 

@@ -54,7 +54,7 @@ def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) 
     if plan.create is not None:
         # Only a missing Job is applied: a Job's pod template is immutable, and the Job of a
         # generation is the record of what ran. Applying the same Job twice changes nothing.
-        kube.ensure_artifact_pvc(meta["namespace"], runtime().settings)
+        kube.ensure_artifact_pvc(meta["namespace"], runtime().settings_for(meta["namespace"]))
         try:
             kube.apply(plan.create)
         except ApiError as err:
@@ -80,7 +80,7 @@ def reconcile_dataset(obj: JSON, logger: kopf.Logger) -> None:
     else:
         name = profile_job_name(meta["name"], generation, current_read(obj))
         job = _job_view(rt.kube, meta["namespace"], name)
-    plan = plan_dataset(obj, job, datetime.now(UTC), rt.settings)
+    plan = plan_dataset(obj, job, datetime.now(UTC), rt.settings_for(meta["namespace"]))
     _apply(rt.kube, DATASETS, obj, plan, logger)
 
 
@@ -93,7 +93,7 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     ref = ((obj.get("spec") or {}).get("datasetRef") or {}).get("name")
     dataset = rt.kube.get_custom(DATASETS, namespace, ref) if isinstance(ref, str) and ref else None
     if run_settled(TrainingRunStatus.model_validate(obj.get("status") or {}), generation):
-        plan = plan_training_run(obj, dataset, UNREAD, datetime.now(UTC), rt.settings)
+        plan = plan_training_run(obj, dataset, UNREAD, datetime.now(UTC), rt.settings_for(namespace))
         _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
         return
     job = _job_view(rt.kube, namespace, training_job_name(meta["name"], generation, current_round(obj)))
@@ -103,7 +103,7 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
         search_job = search_job_name(meta["name"], generation)
         found = rt.kube.get_job(namespace, search_job)
         search = view_search(found, rt.kube.job_pods(namespace, search_job) if found else [])
-    plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings, search)
+    plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings_for(namespace), search)
     _apply(rt.kube, TRAINING_RUNS, obj, plan, logger)
 
 

@@ -129,7 +129,8 @@ def check_reachable(consumer: str, owner: str, run_name: str, model_uri: str) ->
         C.REASON_ARTIFACT_NOT_REACHABLE,
         f"the model of TrainingRun {owner}/{run_name} is {model_uri}, on namespace {owner}'s artifact volume "
         f"(a PersistentVolumeClaim), which pods in namespace {consumer} cannot mount; serving a model of "
-        f"another namespace needs the object-store artifact store (MLKUBE_ARTIFACT_STORE=s3://...) ({DOCS})",
+        f"another namespace needs the object-store artifact store (MLKUBE_ARTIFACT_STORE=s3://..., or the "
+        f"annotation mlkube.io/artifact-store on namespace {owner}) ({DOCS})",
     )
 
 

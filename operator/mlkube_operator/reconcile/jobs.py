@@ -261,18 +261,22 @@ def secret_env(name: str, secret: str, key: str) -> JSON:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def artifact_store_env(settings: Settings, credentials_secret: str | None = None) -> list[JSON]:
+def artifact_store_env(
+    settings: Settings, credentials_secret: str | None = None, *, reads: str | None = None
+) -> list[JSON]:
     """How Jobs and model servers reach an object-store artifact store (nothing for the PVC).
 
     `credentials_secret` (a Secret of the pod's own namespace) replaces the operator's
     default MLKUBE_ARTIFACT_CREDENTIALS_SECRET: a ModelDeployment's spec.model.credentialsSecret.
+    `reads`: a URI the pod reads; an s3:// one needs the store's endpoint and credentials
+    even where the namespace keeps its own artifacts on the PVC (a granted model of a
+    namespace whose store is object storage).
     """
-    if not settings.object_store:
+    if not settings.object_store and not (reads or "").startswith("s3://"):
         return []
-    env: list[JSON] = [
-        {"name": C.ENV_ARTIFACT_STORE, "value": settings.artifact_root},
-        {"name": C.ENV_ARTIFACT_REGION, "value": settings.artifact_region},
-    ]
+    env: list[JSON] = [{"name": C.ENV_ARTIFACT_REGION, "value": settings.artifact_region}]
+    if settings.object_store:
+        env.insert(0, {"name": C.ENV_ARTIFACT_STORE, "value": settings.artifact_root})
     if settings.artifact_endpoint:
         env.append({"name": C.ENV_ARTIFACT_ENDPOINT, "value": settings.artifact_endpoint})
     if secret := credentials_secret or settings.artifact_credentials_secret:

@@ -189,6 +189,7 @@ def build_predictor(
             *artifact_store_env(
                 settings,
                 spec.model.credentials_secret.name if spec.model.credentials_secret is not None else None,
+                reads=model.uri,
             ),
         ],
         "ports": [{"name": C.SERVING_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],

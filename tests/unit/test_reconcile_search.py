@@ -33,14 +33,14 @@ SPEC = {
 }
 
 
-def ready_dataset() -> dict[str, Any]:
+def ready_dataset(content_hash: str = HASH) -> dict[str, Any]:
     obj = {
         "apiVersion": "mlkube.io/v1alpha1",
         "kind": "Dataset",
         "metadata": {"name": "iris", "namespace": "ns", "uid": "uid-ds", "generation": 1},
         "spec": {"source": {"builtin": "iris"}, "target": "target"},
     }
-    profiled = {"ok": True, "rows": 150, "columns": 5, "contentHash": HASH, "target": "target"}
+    profiled = {"ok": True, "rows": 150, "columns": 5, "contentHash": content_hash, "target": "target"}
     return {**obj, "status": plan_dataset(obj, JobView(JobPhase.SUCCEEDED, profiled), NOW, SETTINGS).status}
 
 
@@ -254,3 +254,74 @@ class TestPlanner:
         c = cond(plan.status, C.SUCCEEDED)
         assert (c["status"], c["reason"]) == ("False", C.REASON_INVALID_SPEC) and plan.create is None
         assert c["message"].startswith("spec.search.trials:") and "6 combination" in c["message"]
+
+
+class TestFollow:
+    """datasetPolicy Follow with a search: new Dataset contents start a new search round."""
+
+    def trained_run(self) -> dict[str, Any]:
+        obj = run({**SPEC, "datasetPolicy": "Follow"})
+        view = view_search(job(["Failed"], "0-3", "4-5", "FailedIndexes"), finished_search_pods())
+        plan = plan_training_run(obj, ready_dataset(), JobView(JobPhase.MISSING), NOW, SETTINGS, view)
+        result = {
+            "ok": True, "task": "classification", "metrics": {"accuracy": 0.97},
+            "model": {"sha256": "b" * 64, "sizeBytes": 10, "datasetHash": HASH},
+        }  # fmt: skip
+        done = JobView(JobPhase.SUCCEEDED, result, annotations={C.ANNOTATION_DATASET_HASH: HASH})
+        plan = plan_training_run({**obj, "status": plan.status}, ready_dataset(), done, NOW, SETTINGS, view)
+        assert cond(plan.status, C.SUCCEEDED)["status"] == "True"
+        return {**obj, "status": plan.status}
+
+    def test_new_contents_search_again_then_refit_into_the_rounds_model(self) -> None:
+        trained = self.trained_run()
+        first_model = trained["status"]["model"]
+        new_hash = "c" * 64
+        # Unchanged contents: nothing happens.
+        assert (
+            plan_training_run(trained, ready_dataset(), JobView(JobPhase.MISSING), NOW, SETTINGS).create
+            is None
+        )
+
+        plan = plan_training_run(trained, ready_dataset(new_hash), JobView(JobPhase.MISSING), NOW, SETTINGS)
+        search_job = plan.create
+        assert search_job is not None and search_job["metadata"]["name"] == "iris-rf-search-1-f1"
+        assert search_job["spec"]["completionMode"] == "Indexed"
+        args = search_job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "trial" and args[args.index("--follow-round") + 1] == "1"
+        assert args[args.index("--dataset-hash") + 1] == new_hash
+        c = cond(plan.status, C.SUCCEEDED)
+        assert (c["status"], c["reason"]) == ("Unknown", C.REASON_SEARCHING) and "searching again" in c[
+            "message"
+        ]
+        assert plan.event is not None and plan.event.reason == C.REASON_FOLLOWING_DATASET
+        assert plan.status["followRound"] == 1 and plan.status.get("search") is None
+        assert plan.status["model"] == first_model  # served until the new one is trained
+        searching = {**trained, "status": plan.status}
+
+        # The round's search finishes: the best is refitted into the round's own Job and directory.
+        done = search_job | {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes"}],
+                                        "completedIndexes": "0-3", "failedIndexes": "4-5"}}  # fmt: skip
+        view = view_search(done, finished_search_pods())
+        plan = plan_training_run(
+            searching, ready_dataset(new_hash), JobView(JobPhase.MISSING), NOW, SETTINGS, view
+        )
+        refit = plan.create
+        assert refit is not None and refit["metadata"]["name"] == training_job_name("iris-rf", 1, 1)
+        args = refit["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "train" and args[args.index("--follow-round") + 1] == "1"
+        assert args[args.index("--dataset-hash") + 1] == new_hash
+        assert plan.status["search"]["trialsUri"].endswith(
+            "/models/ns/iris-rf/uid-tr/1-f1/search/trials.json"
+        )
+
+        result = {
+            "ok": True, "task": "classification", "metrics": {"accuracy": 0.99},
+            "model": {"sha256": "d" * 64, "sizeBytes": 10, "datasetHash": new_hash},
+        }  # fmt: skip
+        refitted = JobView(JobPhase.SUCCEEDED, result, annotations={C.ANNOTATION_DATASET_HASH: new_hash})
+        plan = plan_training_run(
+            {**searching, "status": plan.status}, ready_dataset(new_hash), refitted, NOW, SETTINGS, view
+        )
+        assert cond(plan.status, C.SUCCEEDED)["reason"] == C.REASON_TRAINED
+        assert plan.status["model"]["uri"].endswith("/models/ns/iris-rf/uid-tr/1-f1/model.joblib")
+        assert plan.status["model"]["datasetHash"] == new_hash

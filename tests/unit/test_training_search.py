@@ -182,3 +182,26 @@ def test_metric_that_does_not_fit_the_task_and_a_missing_index(
     assert code == contract.EXIT_PERMANENT and "JOB_COMPLETION_INDEX" in result["message"]
     code, result = in_process(argv("trial", root, ds, spec_json(SEARCH), tmp_path / "c"), 6, monkeypatch)
     assert code == contract.EXIT_PERMANENT and "out of range" in result["message"]
+
+
+def test_a_follow_round_searches_into_its_own_directory(
+    iris: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasetPolicy Follow searches again on new data: round 1's trials and trial table sit
+    next to round 1's model (3-f1), never over the first search's (3)."""
+    root, ds = iris
+    spec = spec_json({**SEARCH, "space": {"max_depth": {"values": [2, 4]}}, "cv": None})
+    for index in (0, 1):
+        args = [*argv("trial", root, ds, spec, tmp_path / f"t{index}"), "--follow-round", "1"]
+        code, result = in_process(args, index, monkeypatch)
+        assert code == 0 and result["ok"], result
+    base = root / "models" / "ns" / "run" / "u1"
+    assert sorted(p.name for p in (base / "3-f1" / "search" / "trials").iterdir()) == ["0.json", "1.json"]
+    code, refit = in_process(
+        [*argv("train", root, ds, spec, tmp_path / "refit"), "--follow-round", "1"], None, monkeypatch
+    )
+    assert code == 0 and refit["ok"], refit
+    assert (base / "3-f1" / "model.joblib").exists()
+    table = json.loads((base / "3-f1" / "search" / "trials.json").read_text())
+    rows = table["trials"] if isinstance(table, dict) else table
+    assert sorted(r["params"]["max_depth"] for r in rows) == [2, 4]  # this round's trials only

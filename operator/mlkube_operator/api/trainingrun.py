@@ -68,7 +68,8 @@ class TrainingRunSpec(ApiModel):
     dataset_policy: DatasetPolicy = Field(
         default=DatasetPolicy.PIN,
         description="Pin: keep the model and set the Stale condition when the Dataset's contentHash moves; "
-        "Follow: train again on the new data (the model is replaced once the new one is trained).",
+        "Follow: train again on the new data (the model is replaced once the new one is trained; "
+        "with search, the search runs again).",
     )
     estimator: Estimator
     split: Split = Field(default_factory=Split)
@@ -83,12 +84,6 @@ class TrainingRunSpec(ApiModel):
         default=None,
         description="Hyperparameter search: the best trial's parameters are refitted into the run's model.",
     )
-
-    @model_validator(mode="after")
-    def _follow_without_search(self) -> Self:
-        if self.dataset_policy is DatasetPolicy.FOLLOW and self.search is not None:
-            raise ValueError("datasetPolicy Follow cannot be combined with search yet; use Pin")
-        return self
 
 
 class ModelArtifact(StatusModel):

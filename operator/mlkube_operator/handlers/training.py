@@ -100,7 +100,7 @@ def reconcile_training_run(obj: JSON, logger: kopf.Logger) -> None:
     search: SearchView | None = None
     if (obj.get("spec") or {}).get("search"):
         # The trials' pods are read even while the search runs: status shows the best so far.
-        search_job = search_job_name(meta["name"], generation)
+        search_job = search_job_name(meta["name"], generation, current_round(obj))
         found = rt.kube.get_job(namespace, search_job)
         search = view_search(found, rt.kube.job_pods(namespace, search_job) if found else [])
     plan = plan_training_run(obj, dataset, job, datetime.now(UTC), rt.settings_for(namespace), search)

@@ -42,8 +42,9 @@ MAX_FAILURES = 3
 _MESSAGE_CHARS = 300
 
 
-def search_job_name(name: str, generation: int) -> str:
-    return child_name(name, f"search-{generation}")
+def search_job_name(name: str, generation: int, follow_round: int = 0) -> str:
+    suffix = f"search-{generation}" if follow_round == 0 else f"search-{generation}-f{follow_round}"
+    return child_name(name, suffix)
 
 
 def build_search_job(training_job: JSON, name: str, search: Search, retries_per_index: int) -> JSON:
@@ -243,9 +244,9 @@ def summarize(view: SearchView, search: Search, job_name: str, where: JSON | Non
 
 
 def trial_table_uris(
-    namespace: str, name: str, uid: str, generation: int, root: str = C.ARTIFACT_MOUNT
+    namespace: str, name: str, uid: str, generation: int, root: str = C.ARTIFACT_MOUNT, follow_round: int = 0
 ) -> JSON:
-    base = search_dir(namespace, name, uid, generation)
+    base = search_dir(namespace, name, uid, generation, follow_round)
     return {"json": artifacts.uri(base / TRIALS_JSON, root), "csv": artifacts.uri(base / TRIALS_CSV, root)}
 
 

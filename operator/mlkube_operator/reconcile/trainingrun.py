@@ -17,6 +17,7 @@ from .. import artifacts
 from .. import constants as C
 from ..api.common import ConditionStatus
 from ..api.dataset import DatasetStatus
+from ..api.search import Search
 from ..api.trainingrun import DatasetPolicy, ModelArtifact, TrainingRunSpec, TrainingRunStatus
 from ..api.validation import InvalidSpecError, parse_model
 from ..settings import Settings
@@ -202,7 +203,7 @@ def with_staleness(plan: Plan, dataset: JSON | None, now: datetime) -> Plan:
 
 def _follow(spec: TrainingRunSpec, old: TrainingRunStatus, dataset: JSON | None) -> DatasetStatus | None:
     """With datasetPolicy Follow: the Dataset's new contents to train on, if they are new."""
-    if spec.dataset_policy is not DatasetPolicy.FOLLOW or spec.search is not None:
+    if spec.dataset_policy is not DatasetPolicy.FOLLOW:
         return None
     cond = get_condition(old.conditions, C.SUCCEEDED)
     if cond is None or cond.reason == C.REASON_INVALID_SPEC:
@@ -248,6 +249,18 @@ def _plan_run(
         was = (old.dataset_hash or "")[:12]
         new.dataset_hash = following.content_hash
         new.start_time, new.completion_time = None, None
+        if spec.search is not None:
+            # The best parameters on the old data need not be the best on the new: search
+            # again (this round's own Job, trial table and refit), the model served until then.
+            new.search = None
+            new.job_name = search_job_name(name, generation, new.follow_round)
+            msg = (
+                f"Dataset {spec.dataset_ref.name} changed to {(following.content_hash or '')[:12]} (was {was}): "
+                f"searching again in Job {new.job_name}"
+            )
+            succeeded(ConditionStatus.UNKNOWN, C.REASON_SEARCHING, msg)
+            create = _search_job(obj, spec, spec.search, following, settings, new.follow_round)
+            return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_FOLLOWING_DATASET, msg), create)
         msg = (
             f"Dataset {spec.dataset_ref.name} changed to {(following.content_hash or '')[:12]} (was {was}): "
             f"training again in Job {new.job_name}"
@@ -261,11 +274,13 @@ def _plan_run(
         view = search or SearchView(JobPhase.MISSING)
         uris = None
         if job.phase is not JobPhase.MISSING:
-            uris = trial_table_uris(namespace, name, meta["uid"], generation, settings.artifact_root)
+            uris = trial_table_uris(
+                namespace, name, meta["uid"], generation, settings.artifact_root, follow_round
+            )
         if view.phase is not JobPhase.MISSING:
-            new.search = summarize(view, spec.search, search_job_name(name, generation), uris)
+            new.search = summarize(view, spec.search, search_job_name(name, generation, follow_round), uris)
         if job.phase is JobPhase.MISSING:
-            return _plan_search(obj, spec, dataset, view, settings, old, new, succeeded)
+            return _plan_search(obj, spec, dataset, view, settings, old, new, succeeded, follow_round)
     if job.phase is JobPhase.MISSING:
         ds_status, why = dataset_readiness(dataset, spec.dataset_ref.name)
         if ds_status is None:
@@ -343,6 +358,26 @@ def _plan_run(
     return finish(old, new, C.SUCCEEDED, Event("Warning", reason, msg))
 
 
+def _search_job(
+    obj: JSON,
+    spec: TrainingRunSpec,
+    search: Search,
+    ds_status: DatasetStatus,
+    settings: Settings,
+    follow_round: int,
+) -> JSON:
+    """The Indexed Job of a search (of a Follow round) on the Dataset contents `ds_status`."""
+    training = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings, follow_round)
+    training["metadata"]["annotations"][C.ANNOTATION_DATASET_TARGET] = ds_status.target or ""
+    meta = obj["metadata"]
+    return build_search_job(
+        training,
+        search_job_name(meta["name"], int(meta["generation"]), follow_round),
+        search,
+        spec.backoff_limit,
+    )
+
+
 def _plan_search(
     obj: JSON,
     spec: TrainingRunSpec,
@@ -352,13 +387,14 @@ def _plan_search(
     old: TrainingRunStatus,
     new: TrainingRunStatus,
     succeeded: Callable[[ConditionStatus, str, str], None],
+    follow_round: int = 0,
 ) -> Plan:
     """Searching: create the Indexed Job, follow it, and once it is done start the refit."""
     search = spec.search
     assert search is not None
     meta = obj["metadata"]
     name, generation = meta["name"], int(meta["generation"])
-    job_name = search_job_name(name, generation)
+    job_name = search_job_name(name, generation, follow_round)
     trials = search.resolved_trials()
     new.job_name = job_name
     if view.phase is JobPhase.MISSING:
@@ -368,9 +404,7 @@ def _plan_search(
             return finish(old, new, C.SUCCEEDED, Event("Normal", C.REASON_DATASET_NOT_READY, why))
         new.dataset_hash = ds_status.content_hash
         new.start_time = None
-        training = build_training_job(obj, spec, spec.dataset_ref.name, ds_status, settings)
-        training["metadata"]["annotations"][C.ANNOTATION_DATASET_TARGET] = ds_status.target or ""
-        create = build_search_job(training, job_name, search, spec.backoff_limit)
+        create = _search_job(obj, spec, search, ds_status, settings, follow_round)
         msg = (
             f"Searching {trials} {search.type.value.lower()} trial(s), {min(search.parallelism, trials)} at a time,"
             f" in Job {job_name} on dataset {spec.dataset_ref.name}@{(ds_status.content_hash or '')[:12]}"
@@ -414,13 +448,17 @@ def _plan_search(
             "target": view.annotations.get(C.ANNOTATION_DATASET_TARGET),
         }
     )
-    create = build_training_job(obj, refit_spec(spec, top), spec.dataset_ref.name, pinned, settings)
-    new.job_name = training_job_name(name, generation)
+    create = build_training_job(
+        obj, refit_spec(spec, top), spec.dataset_ref.name, pinned, settings, follow_round
+    )
+    new.job_name = training_job_name(name, generation, follow_round)
     new.search = summarize(
         view,
         search,
         job_name,
-        trial_table_uris(meta["namespace"], name, meta["uid"], generation, settings.artifact_root),
+        trial_table_uris(
+            meta["namespace"], name, meta["uid"], generation, settings.artifact_root, follow_round
+        ),
     )
     msg = (
         f"Best of {trials} trial(s) ({progress}): trial {top.index}, {search.metric.value}={top.score:.4g}"

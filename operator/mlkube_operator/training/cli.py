@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--uid", required=True, help="The TrainingRun's metadata.uid.")
     trial.add_argument("--generation", type=int, default=1, help="The TrainingRun's metadata.generation.")
     trial.add_argument(
+        "--follow-round", type=int, default=0, help="As for train: the Follow round this search belongs to."
+    )
+    trial.add_argument(
         "--index", type=int, help="The trial to run (default: $JOB_COMPLETION_INDEX of an Indexed Job)."
     )
     trial.add_argument("--data-uri", required=True, help="file:// URI of the Dataset's canonical data.csv.")
@@ -172,7 +175,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         from .artifacts import open_store
         from .search_job import collect_trials, refit_search_dir
 
-        where = refit_search_dir(args.namespace, args.name, args.uid, args.generation)
+        where = refit_search_dir(args.namespace, args.name, args.uid, args.generation, args.follow_round)
         collect_trials(open_store(request.artifact_root), where, request.spec.search)
     return run_train(request)
 
@@ -192,6 +195,7 @@ def _trial(args: argparse.Namespace) -> dict[str, Any]:
         target=args.target,
         artifact_root=args.artifact_root,
         allowed_prefixes=_prefixes(args.allowed_prefixes),
+        follow_round=args.follow_round,
     )
     return run_trial(request)
 

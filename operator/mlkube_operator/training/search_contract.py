@@ -90,10 +90,13 @@ def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def search_dir(namespace: str, name: str, uid: str, generation: int) -> PurePosixPath:
-    """Next to the run's model: the trial table belongs to the model it chose."""
-    return artifacts.model_dir(namespace, name, uid, generation) / SEARCH_DIR
+def search_dir(namespace: str, name: str, uid: str, generation: int, follow_round: int = 0) -> PurePosixPath:
+    """Next to the run's model: the trial table belongs to the model it chose (a Follow
+    round searches again, next to that round's model)."""
+    return artifacts.model_dir(namespace, name, uid, generation, follow_round) / SEARCH_DIR
 
 
-def trial_file(namespace: str, name: str, uid: str, generation: int, index: int) -> PurePosixPath:
-    return search_dir(namespace, name, uid, generation) / TRIALS_DIR / f"{index}.json"
+def trial_file(
+    namespace: str, name: str, uid: str, generation: int, index: int, follow_round: int = 0
+) -> PurePosixPath:
+    return search_dir(namespace, name, uid, generation, follow_round) / TRIALS_DIR / f"{index}.json"

@@ -80,6 +80,7 @@ class TrialRequest:
     target: str
     artifact_root: str | Path  # a local directory or an s3://bucket/prefix
     allowed_prefixes: tuple[str, ...]
+    follow_round: int = 0  # searches of this generation that followed new Dataset contents
 
 
 def completion_index(given: int | None, env: dict[str, str] | os._Environ[str] = os.environ) -> int:
@@ -204,7 +205,7 @@ def run_trial(req: TrialRequest) -> dict[str, Any]:
         raise JobFailure(Reason.INVALID_SPEC, f"trial index {index} is out of range: {len(every)} trials")
     params = every[index]
     store = open_store(str(req.artifact_root))
-    where = str(trial_file(req.namespace, req.name, req.uid, req.generation, index))
+    where = str(trial_file(req.namespace, req.name, req.uid, req.generation, index, req.follow_round))
     metric = search.metric
     try:
         prep = prepare(req, search)
@@ -296,9 +297,9 @@ def collect_trials(store: ArtifactStore, directory: str, search: Search) -> tupl
     return json_path, csv_path
 
 
-def refit_search_dir(namespace: str, name: str, uid: str, generation: int) -> str:
+def refit_search_dir(namespace: str, name: str, uid: str, generation: int, follow_round: int = 0) -> str:
     """The search's directory, relative to the artifact store's root."""
-    return str(search_dir(namespace, name, uid, generation))
+    return str(search_dir(namespace, name, uid, generation, follow_round))
 
 
 __all__ = ["SEARCH_DIR", "TrialFailure", "TrialRequest", "collect_trials", "run_trial", "splitter"]

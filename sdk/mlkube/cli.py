@@ -2,7 +2,8 @@
 
 Registered on the `mlkube` command through the `mlkube.cli` entry-point group (as
 `mlkube dev` is), so the operator's CLI never imports the SDK; an image without the SDK
-simply has no such verbs. Tables are cut to the terminal's width.
+simply has no such verbs. Tables are cut to the terminal's width
+(only on a terminal: piped output keeps every column).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str], width: int | None = None) -> str:
-    """A plain text table; columns that do not fit `width` are dropped from the right, long cells cut."""
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    """A plain text table; columns that do not fit `width` (default: the terminal's, no limit when
+    stdout is not a terminal) are dropped from the right, long cells cut."""
+    if width is None:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
     cells = [[_fmt(c)[:40] for c in row] for row in rows]
     cols: list[int] = []
     used = 0

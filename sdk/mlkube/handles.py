@@ -10,6 +10,7 @@ are parsed with the operator's own status models.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
 import time
@@ -147,14 +148,13 @@ class _Progress:
         self.title = title
         self.handle: Any = None
         self.last = ""
-        try:
-            from IPython import get_ipython  # type: ignore[import-not-found,unused-ignore]
-            from IPython.display import HTML, display  # type: ignore[import-not-found,unused-ignore]
-
-            shell = get_ipython()
+        try:  # IPython is optional: imported by name, used untyped
+            ipython: Any = importlib.import_module("IPython")
+            display: Any = importlib.import_module("IPython.display")
+            shell = ipython.get_ipython()
             if shell is not None and getattr(shell, "kernel", None) is not None:
-                self.handle = display(HTML(""), display_id=True)
-                self._html = HTML
+                self.handle = display.display(display.HTML(""), display_id=True)
+                self._html = display.HTML
         except ImportError:
             pass
         self.tty = sys.stderr.isatty()

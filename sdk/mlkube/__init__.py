@@ -27,7 +27,7 @@ from .errors import (
     TrainingFailed,
     WaitTimeout,
 )
-from .handles import Dataset, Deployment, Predictions, Run, compare, deploy, runs, train
+from .handles import Dataset, Deployment, Predictions, Run, compare, deploy, plot, runs, train
 from .session import Session, connect
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "compare",
     "connect",
     "deploy",
+    "plot",
     "runs",
     "train",
 ]

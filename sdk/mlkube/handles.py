@@ -745,3 +745,31 @@ def deploy(
     model = specs.parse_spec(ModelDeploymentSpec, body, "ModelDeployment", md_name)
     s.apply(MODEL_DEPLOYMENT, specs.manifest(MODEL_DEPLOYMENT, md_name, model))
     return Deployment(md_name, s)
+
+
+def plot(
+    runs: Sequence[Run | str], metric: str = "accuracy", ax: Any = None, session: Session | None = None
+) -> Any:
+    """A bar chart of one metric across runs (from `compare`); returns the matplotlib Axes.
+
+    Runs without the metric (failed early) show no bar. In Jupyter the figure is shown inline.
+    """
+    import matplotlib.pyplot as plt
+
+    frame = compare(runs, session=session)
+    column = f"metric.{metric}"
+    if column not in frame.columns:
+        raise InvalidSpec(
+            f"no run has the metric {metric!r} (have: {', '.join(c[7:] for c in frame.columns if c.startswith('metric.'))})",
+            reason="UnknownMetric",
+        )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(frame)), 3.0))
+    labels = [
+        f"{name}\n{est.rsplit('.', 1)[-1]}" for name, est in zip(frame.index, frame["estimator"], strict=True)
+    ]
+    ax.bar(range(len(frame)), frame[column].astype(float).fillna(0.0), tick_label=labels)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by run")
+    ax.tick_params(axis="x", labelsize=7)
+    return ax

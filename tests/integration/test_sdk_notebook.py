@@ -3,7 +3,7 @@ then the CLI verbs (mlkube runs, compare, predict, logs) work on what it made.
 
 nbclient starts an ipykernel with $KUBECONFIG and $MLKUBE_NAMESPACE pointing at the test's
 namespace; every cell must succeed, and the outputs must hold what the notebook promises:
-the accuracy table, three predictions of the three classes and a scored label.
+the accuracy table, a plotted figure, three predictions of the three classes and a scored label.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def test_quickstart_notebook_runs(dev_cluster: Any, namespace: str, mlkube_opera
     table = _text(by_source["table = mlkube.compare([rf, lr])"])
     assert "metric.accuracy" in table and "sklearn.ensemble.RandomForestClassifier" in table
     assert _text(by_source['rows = df.drop(columns="target").iloc[[0, 50, 100]]']).strip() == "[0, 1, 2]"
+    plotted = by_source['ax = mlkube.plot([rf, lr], metric="accuracy")']
+    assert any("image/png" in o.get("data", {}) for o in plotted.get("outputs", [])), "no figure was drawn"
     feedback = _text(by_source["md.feedback(pred.id, [0, 1, 2])"])
     assert json.loads(feedback.replace("'", '"')) == {"accepted": 1, "unknownIds": [], "scoredRows": 3}
     assert "<b>ModelDeployment</b>" in _text(

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 JSON = dict[str, Any]
 POLL_SECONDS = 1.0
+CONNECT_RETRIES = 20
+CONNECT_RETRY_SECONDS = 0.5
 
 
 class _Handle:
@@ -596,6 +598,23 @@ def _cell(v: Any) -> Any:
     return v
 
 
+def v2_inputs(rows: list[Any]) -> list[JSON]:
+    """Open Inference Protocol V2 input tensors for JSON rows (see `_rows`): rows keyed by
+    column become one [N] tensor per column (BYTES when a value is text, FP64 otherwise);
+    lists become one FP64 [N, F] tensor `input-0`."""
+    if rows and isinstance(rows[0], dict):
+        tensors = []
+        for column in rows[0]:
+            data = [r.get(column) for r in rows]
+            text = any(isinstance(v, str) for v in data)
+            tensors.append(
+                {"name": column, "shape": [len(rows)], "datatype": "BYTES" if text else "FP64", "data": data}
+            )
+        return tensors
+    width = len(rows[0]) if rows else 0
+    return [{"name": "input-0", "shape": [len(rows), width], "datatype": "FP64", "data": rows}]
+
+
 class Deployment(_Handle):
     """A ModelDeployment: made by `mlkube.deploy(run, ...)`, or `Deployment(name)`."""
 
@@ -663,6 +682,19 @@ class Deployment(_Handle):
         req = urllib.request.Request(
             self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
+        # A refused connection right after Ready is kube-proxy not yet routing the Service to
+        # the new endpoints (it syncs after the pods turn ready): retried, at most CONNECT_RETRIES
+        # times, CONNECT_RETRY_SECONDS apart. Any other failure is answered at once.
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                return self._send(req, timeout)
+            except PredictionError as err:
+                if err.reason != "ConnectionRefused" or attempt == CONNECT_RETRIES:
+                    raise
+                time.sleep(CONNECT_RETRY_SECONDS)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, req: urllib.request.Request, timeout: float) -> JSON:
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 out: JSON = json.loads(resp.read())
@@ -678,22 +710,35 @@ class Deployment(_Handle):
                 namespace=self.namespace,
             ) from None
         except OSError as err:
+            refused = isinstance(getattr(err, "reason", err), ConnectionRefusedError)
             raise PredictionError(
                 str(err),
-                reason="Unreachable",
+                reason="ConnectionRefused" if refused else "Unreachable",
                 kind="ModelDeployment",
                 name=self.name,
                 namespace=self.namespace,
             ) from None
         return out
 
-    def predict(self, x: Any, timeout: float = 30) -> Predictions:
+    def predict(self, x: Any, timeout: float = 30, protocol: str = "v1") -> Predictions:
         """Predictions for the rows of `x` (a DataFrame with the feature columns, a 2-D array or
-        a list of rows) through the Service, with KServe V1; `.id` of the answer is for feedback."""
+        a list of rows) through the Service; `.id` of the answer is for feedback.
+
+        `protocol="v1"` (KServe V1, the default) or `"v2"` (Open Inference Protocol: one tensor
+        per column for a DataFrame, BYTES for text columns; one FP64 [N, F] tensor otherwise).
+        """
         rows = _rows(x)
-        out = self._post(f"/v1/models/{self.name}:predict", {"instances": rows}, timeout)
-        result = Predictions(out.get("predictions") or [])
-        result.id = str(out.get("feedbackId") or out.get("id") or "")
+        if protocol == "v1":
+            out = self._post(f"/v1/models/{self.name}:predict", {"instances": rows}, timeout)
+            result = Predictions(out.get("predictions") or [])
+            result.id = str(out.get("feedbackId") or out.get("id") or "")
+            return result
+        if protocol != "v2":
+            raise InvalidSpec(f"protocol must be 'v1' or 'v2', not {protocol!r}", reason="InvalidSpec")
+        out = self._post(f"/v2/models/{self.name}/infer", {"inputs": v2_inputs(rows)}, timeout)
+        first = next((o for o in out.get("outputs") or [] if o.get("name") == "predict"), None)
+        result = Predictions((first or {}).get("data") or [])
+        result.id = str((out.get("parameters") or {}).get("mlkube_feedback_id") or out.get("id") or "")
         return result
 
     def feedback(self, request_id: str, label: Any, timeout: float = 30) -> JSON:

@@ -90,6 +90,10 @@ def test_quickstart_from_a_dataframe_to_a_served_model(sdk: mlkube.Session, dev_
     assert md.analysis is None or md.analysis.verdict.value in ("Healthy", "Degraded", "InsufficientData")
     arr = md.predict(scope["rows"].to_numpy())  # a plain array, rows in feature order
     assert list(arr) == [0, 1, 2]
+    v2 = md.predict(scope["rows"], protocol="v2")  # one tensor per column, Open Inference Protocol
+    assert list(v2) == [0, 1, 2] and v2.id and v2.id != scope["pred"].id
+    assert md.feedback(v2.id, [0, 1, 2]) == {"accepted": 1, "unknownIds": [], "scoredRows": 3}
+    assert list(md.predict(scope["rows"].to_numpy(), protocol="v2")) == [0, 1, 2]
 
     # Displays: the one-line repr and the HTML summary with the conditions table.
     assert repr(run).startswith(f"<Run {ns}/{run.name}: Succeeded=True (Trained)")

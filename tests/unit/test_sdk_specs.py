@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 import mlkube
 from mlkube import specs
-from mlkube.handles import _rows
+from mlkube.handles import _rows, v2_inputs
 from mlkube_operator.api import DATASET, TRAINING_RUN
 from mlkube_operator.api.trainingrun import TrainingRunSpec
 
@@ -197,3 +197,14 @@ def test_connect_picks_the_namespace_argument_then_env_then_context(
     assert mlkube.connect(kubeconfig=kubeconfig).namespace == "env-ns"
     session = mlkube.connect(namespace="given", kubeconfig=kubeconfig)
     assert session.namespace == "given" and session.api.configuration.host == "https://127.0.0.1:1"
+
+
+def test_v2_inputs_are_one_tensor_per_column_or_one_matrix() -> None:
+    rows = _rows(pd.DataFrame({"a": [1.5, np.nan], "plan": ["basic", "pro"]}))
+    assert v2_inputs(rows) == [
+        {"name": "a", "shape": [2], "datatype": "FP64", "data": [1.5, None]},
+        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "pro"]},
+    ]
+    assert v2_inputs([[1.0, 2.0], [3.0, 4.0]]) == [
+        {"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [[1.0, 2.0], [3.0, 4.0]]}
+    ]

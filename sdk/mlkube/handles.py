@@ -10,9 +10,7 @@ are parsed with the operator's own status models.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +38,7 @@ from .errors import (
     TrainingFailed,
     WaitTimeout,
 )
+from .progress import Progress
 from .session import Session, session
 
 if TYPE_CHECKING:
@@ -109,22 +108,31 @@ class _Handle:
         describe: Callable[[JSON], str],
         progress: bool,
     ) -> JSON:
-        """Poll until `settle(obj)` is true (it raises on failure); WaitTimeout after `timeout` s."""
+        """Poll until `settle(obj)` is true (it raises on failure); WaitTimeout after `timeout` s.
+
+        With `progress`, a bar counts the wait's steps (`specs.wait_step`) and shows the phase."""
         start = time.monotonic()
-        shown = _Progress(f"{self.KIND.kind}/{self.name}") if progress else None
+        shown = Progress(f"{self.KIND.kind}/{self.name}") if progress else None
         last = "no status yet"
         while True:
             obj = self.get()
             last = describe(obj)
-            if shown is not None:
-                shown.update(last, time.monotonic() - start)
-            if settle(obj):
+            step, total = specs.wait_step(self.KIND.kind, obj)
+            try:
+                settled = settle(obj)
+            except Exception:
                 if shown is not None:
-                    shown.done(last, time.monotonic() - start)
+                    shown.close(step, total, f"failed: {last}", time.monotonic() - start)
+                raise
+            if settled:
+                if shown is not None:
+                    shown.close(step, total, last, time.monotonic() - start)
                 return obj
+            if shown is not None:
+                shown.update(step, total, last, time.monotonic() - start)
             if time.monotonic() - start >= timeout:
                 if shown is not None:
-                    shown.done(f"timed out: {last}", time.monotonic() - start)
+                    shown.close(step, total, f"timed out: {last}", time.monotonic() - start)
                 raise WaitTimeout(
                     f"not settled after {timeout:g}s; last: {last}",
                     reason="WaitTimeout",
@@ -141,46 +149,6 @@ def _describe(obj: JSON, type_: str) -> str:
         return "waiting for the operator"
     text = f"{cond.get('reason', '')}"
     return f"{text}: {cond['message']}" if cond.get("message") else text
-
-
-class _Progress:
-    """A one-line progress display: updated in place in Jupyter (HTML) and on terminals (\\r)."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.handle: Any = None
-        self.last = ""
-        try:  # IPython is optional: imported by name, used untyped
-            ipython: Any = importlib.import_module("IPython")
-            display: Any = importlib.import_module("IPython.display")
-            shell = ipython.get_ipython()
-            if shell is not None and getattr(shell, "kernel", None) is not None:
-                self.handle = display.display(display.HTML(""), display_id=True)
-                self._html = display.HTML
-        except ImportError:
-            pass
-        self.tty = sys.stderr.isatty()
-
-    def _line(self, text: str, elapsed: float) -> str:
-        return f"{self.title} [{elapsed:5.0f}s] {text}"
-
-    def update(self, text: str, elapsed: float) -> None:
-        line = self._line(text, elapsed)
-        if self.handle is not None:
-            import html
-
-            self.handle.update(self._html(f"<code>{html.escape(line)}</code>"))
-        elif self.tty:
-            sys.stderr.write("\r" + line[:150].ljust(150))
-            sys.stderr.flush()
-        elif text != self.last:
-            sys.stderr.write(line + "\n")
-        self.last = text
-
-    def done(self, text: str, elapsed: float) -> None:
-        self.update(text, elapsed)
-        if self.handle is None and self.tty:
-            sys.stderr.write("\n")
 
 
 # -- Dataset ------------------------------------------------------------------------------------

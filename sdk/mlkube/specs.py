@@ -247,3 +247,34 @@ def summary_html(kind: str, name: str, namespace: str, fields: Mapping[str, Any]
         f"<div><b>{html.escape(kind)}</b> <code>{html.escape(namespace)}/{html.escape(name)}</code>"
         f"<table>{rows}</table>{conditions_html(obj)}</div>"
     )
+
+
+def wait_step(kind: str, obj: Mapping[str, Any]) -> tuple[int, int]:
+    """(steps done, steps in all) of a wait on `obj`, for the progress bar.
+
+    Dataset: the operator took it, its profile Job started, Ready (3 steps counting the
+    first). TrainingRun: the operator took it, its Dataset is ready, its Job started,
+    Succeeded. ModelDeployment: one step per ready replica, then Ready.
+    """
+    status = obj.get("status") or {}
+    if kind == "Dataset":
+        cond = condition(obj, C.READY)
+        if cond is not None and cond.get("status") == "True":
+            return 3, 3
+        return (2 if status.get("jobName") else 1 if cond is not None else 0), 3
+    if kind == "TrainingRun":
+        cond = condition(obj, C.SUCCEEDED)
+        if cond is not None and cond.get("status") == "True":
+            return 4, 4
+        if status.get("jobName") or (status.get("search") or {}).get("jobName"):
+            return 3, 4
+        if cond is not None and cond.get("reason") != C.REASON_DATASET_NOT_READY:
+            return 2, 4
+        return (1 if cond is not None else 0), 4
+    if kind == "ModelDeployment":
+        replicas = max(int((obj.get("spec") or {}).get("replicas") or 1), 1)
+        cond = condition(obj, C.READY)
+        if cond is not None and cond.get("status") == "True":
+            return replicas + 1, replicas + 1
+        return min(int(status.get("readyReplicas") or 0), replicas), replicas + 1
+    raise ValueError(f"no wait steps for {kind}")

@@ -47,6 +47,8 @@ class BinTest:
     """Combined p-value (chi-square, and for ordered bins the rank-sum test, Bonferroni)."""
     p_chi2: float
     p_rank: float | None
+    z_rank: float | None
+    """Signed rank-sum z (ordered bins): positive when the window's values are larger."""
     tvd: float
     """Total variation distance between the folded distributions: the share of rows that moved."""
     psi: float
@@ -105,18 +107,25 @@ def _apply(groups: list[list[int]], values: Sequence[float]) -> list[float]:
 
 
 def rank_sum_p(reference: Sequence[float], observed: Sequence[float]) -> float:
-    """Two-sided Mann-Whitney p-value of two samples given as counts on the same ordered bins.
+    """Two-sided p-value of :func:`rank_sum_z`."""
+    z = rank_sum_z(reference, observed)
+    return float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
 
-    Every value in a bin is tied with the others there, so the normal approximation
-    with the tie correction is used (scipy's ``mannwhitneyu(method="asymptotic",
-    use_continuity=False)`` on the expanded samples gives the same number).
+
+def rank_sum_z(reference: Sequence[float], observed: Sequence[float]) -> float:
+    """Mann-Whitney z of ``observed`` against ``reference``, counts on the same ordered bins.
+
+    Positive when the observed values tend to be larger.  Every value in a bin is tied
+    with the others there, so the normal approximation with the tie correction is used
+    (scipy's ``mannwhitneyu(method="asymptotic", use_continuity=False)`` on the expanded
+    samples gives the same p-value).  0 when either side is empty.
     """
     r = np.asarray(reference, dtype=float)
     o = np.asarray(observed, dtype=float)
     m, n = r.sum(), o.sum()
     total = m + n
     if m <= 0 or n <= 0:
-        return 1.0
+        return 0.0
     t = r + o
     midranks = np.cumsum(t) - (t - 1.0) / 2.0
     u = float((o * midranks).sum() - n * (n + 1.0) / 2.0)
@@ -124,9 +133,8 @@ def rank_sum_p(reference: Sequence[float], observed: Sequence[float]) -> float:
     ties = float((t**3 - t).sum())
     var = m * n / 12.0 * ((total + 1.0) - ties / (total * (total - 1.0)))
     if var <= 0:
-        return 1.0
-    z = (u - mean) / math.sqrt(var)
-    return float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
+        return 0.0
+    return float((u - mean) / math.sqrt(var))
 
 
 def _chi2(ref: list[float], obs: list[float], ref_rows: float | None) -> tuple[float, float]:
@@ -179,10 +187,12 @@ def compare_bins(
     rt = math.fsum(ref)
     stat, p_chi2 = _chi2(ref, obs, reference_rows)
     p_rank: float | None = None
+    z_rank: float | None = None
     p = p_chi2
     if ordered:
         ref_counts = [(reference_rows or n) * r / rt for r in ref]
-        p_rank = rank_sum_p(ref_counts, obs)
+        z_rank = rank_sum_z(ref_counts, obs)
+        p_rank = float(min(1.0, 2.0 * sps.norm.sf(abs(z_rank))))
         p = min(1.0, 2.0 * min(p_chi2, p_rank))
     q = [r / rt for r in ref]
     o = [c / n for c in obs]
@@ -194,6 +204,7 @@ def compare_bins(
         p_value=p,
         p_chi2=p_chi2,
         p_rank=p_rank,
+        z_rank=z_rank,
         tvd=tvd,
         psi=psi({str(i): v for i, v in enumerate(q)}, {str(i): v for i, v in enumerate(o)}),
         cramers_v=math.sqrt(stat / big_n) if big_n > 0 else 0.0,
@@ -256,4 +267,5 @@ __all__ = [
     "fold_ordered",
     "holm",
     "rank_sum_p",
+    "rank_sum_z",
 ]

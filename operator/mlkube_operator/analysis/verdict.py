@@ -23,7 +23,7 @@ different question from a shift in the values.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,10 +31,12 @@ from mlkube_operator.api.modeldeployment import (
     Analysis,
     AnalysisValues,
     DriftTest,
+    Evidence,
     Thresholds,
     Verdict,
 )
 
+from . import sequential
 from .counts import Counts
 from .significance import BinTest, accuracy_drop_p, compare_bins, exceed_p, holm
 from .stats import accuracy, error_rate, histogram_quantile, psi
@@ -166,8 +168,51 @@ def _drift_entry(name: str, t: BinTest, significant: bool) -> DriftTest:
     )
 
 
-def analyse(window: Counts, thresholds: Thresholds, min_samples: int, now: datetime) -> Analysis:
-    """The verdict on one window of counts (already differenced and summed over pods)."""
+def _state_key(name: str, statistic: str) -> str:
+    return f"{name}#{statistic}"
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    name, _, statistic = key.rpartition("#")
+    return name, statistic
+
+
+def to_states(evidence: Sequence[Evidence]) -> dict[str, sequential.State]:
+    return {
+        _state_key(e.name, e.statistic): sequential.State(e.cusum, e.z, e.allowance, e.windows)
+        for e in evidence
+    }
+
+
+def to_evidence(states: Mapping[str, sequential.State]) -> list[Evidence]:
+    """The statistics with evidence (S > 0), largest first: what status carries into the next window."""
+    kept = sorted(((k, s) for k, s in states.items() if s.cusum > 0), key=lambda kv: (-kv[1].cusum, kv[0]))
+    return [
+        Evidence(
+            name=_split_key(k)[0],
+            statistic=_split_key(k)[1],
+            cusum=float(f"{s.cusum:.4g}"),
+            z=float(f"{s.z:.4g}"),
+            allowance=float(f"{s.allowance:.4g}"),
+            windows=s.windows,
+        )
+        for k, s in kept
+    ]
+
+
+def analyse(
+    window: Counts,
+    thresholds: Thresholds,
+    min_samples: int,
+    now: datetime,
+    evidence: Sequence[Evidence] = (),
+) -> Analysis:
+    """The verdict on one window of counts (already differenced and summed over pods).
+
+    ``evidence`` is the CUSUM state after the previous window of the same model
+    (``status.analysisWindow.cusum``); the state after this window is returned in
+    ``values.evidence``.  A window with too few requests leaves it as it was.
+    """
     t = thresholds
     samples = round(sum(window.requests.values()))
     err = error_rate(window.requests)
@@ -182,6 +227,7 @@ def analyse(window: Counts, thresholds: Thresholds, min_samples: int, now: datet
         labels=round(labelled),
         reference_accuracy=_round(window.reference_accuracy),
         alpha=t.alpha,
+        evidence=list(evidence),
     )
     if samples < min_samples:
         return Analysis(
@@ -277,6 +323,8 @@ def analyse(window: Counts, thresholds: Thresholds, min_samples: int, now: datet
     values.tests = len(checks)
     _record_drift(values, drift, rejected)
     reasons = [checks[k].reason for k in sorted(rejected, key=lambda k: checks[k].p) if checks[k].acts]
+    if t.cusum.enabled:
+        reasons += _accumulate(window, t, checks, drift, rejected, evidence, values, skipped)
     for key in sorted(rejected):
         if not checks[key].acts:
             test, min_effect = drift[key]
@@ -292,6 +340,73 @@ def analyse(window: Counts, thresholds: Thresholds, min_samples: int, now: datet
         verdict = Verdict.INSUFFICIENT_DATA
         reasons = ["no check could be decided on this window"]
     return Analysis(time=now, verdict=verdict, values=values, reasons=reasons, skipped=skipped)
+
+
+def _accumulate(
+    window: Counts,
+    t: Thresholds,
+    checks: Mapping[str, _Check],
+    drift: Mapping[str, tuple[BinTest, float]],
+    rejected: set[str],
+    evidence: Sequence[Evidence],
+    values: AnalysisValues,
+    skipped: list[str],
+) -> list[str]:
+    """Add this window to each reference check's CUSUM(s); the reasons of the checks it fails.
+
+    Every check carries one on its p-value (``p``: any change the window's tests see,
+    a wider spread included).  Ordered bins (numeric features, scores) carry two more,
+    their shift up and their shift down: the signed rank-sum z keeps the direction a
+    two-sided p-value throws away, so a slow drift in one direction adds up sooner.
+    """
+    seen: dict[str, sequential.Observation] = {}
+    for key, (test, _) in drift.items():
+        kind, name = key.split(":", 1)
+        ref_rows = (
+            window.feature_reference_rows.get(name) if kind == "input" else window.prediction_reference_rows
+        )
+        seen[_state_key(key, "p")] = sequential.Observation(
+            sequential.z_score(test.p_value), test.rows, ref_rows
+        )
+        if test.z_rank is not None:
+            seen[_state_key(key, "up")] = sequential.Observation(test.z_rank, test.rows, ref_rows)
+            seen[_state_key(key, "down")] = sequential.Observation(-test.z_rank, test.rows, ref_rows)
+    if "accuracy" in checks:
+        labelled = window.feedback.get("correct", 0.0) + window.feedback.get("incorrect", 0.0)
+        seen[_state_key("accuracy", "p")] = sequential.Observation(
+            sequential.z_score(checks["accuracy"].p), labelled, window.prediction_reference_rows
+        )
+    states = sequential.update(to_states(evidence), seen, t.cusum.allowance, t.cusum.limit)
+    values.evidence = to_evidence(states)
+    reasons: list[str] = []
+    failed: set[str] = set()
+    for state_key in sorted(sequential.alarms(states, t.cusum.limit), key=lambda k: -states[k].cusum):
+        key, statistic = _split_key(state_key)
+        if key in rejected or state_key not in seen or key in failed:
+            continue  # already a reason of its own (or not tested in this window)
+        failed.add(key)
+        s = states[state_key]
+        kind, _, name = key.partition(":")
+        what = {"input": "inputDrift", "prediction": "predictionDrift"}.get(kind, "accuracy")
+        label = f"{what} {name!r}" if name else what
+        evidence_text = (
+            f"accumulated evidence ({statistic}) {s.cusum:.3g} >= cusum.limit {t.cusum.limit:g} "
+            f"over {s.windows} windows"
+        )
+        if key in drift:
+            test, min_effect = drift[key]
+            if test.tvd < min_effect:
+                skipped.append(
+                    f"{label}: {evidence_text}, but this window's effect {test.tvd:.3g} < minEffectSize {min_effect:g}"
+                )
+                continue
+            reasons.append(
+                f"{label}: {evidence_text} (this window: effect {test.tvd:.3g}, PSI {test.psi:.3g}, "
+                f"{_p(test.p_value)})"
+            )
+        else:
+            reasons.append(f"{label}: {evidence_text} (this window: {_p(checks[key].p)})")
+    return reasons
 
 
 def _record_drift(
@@ -315,4 +430,4 @@ def _record_drift(
         values.prediction_drift_psi = _round(max(t.psi for _, t in preds))
 
 
-__all__ = ["MISSING_KEYS", "analyse", "compare", "input_drift", "slow_share"]
+__all__ = ["MISSING_KEYS", "analyse", "compare", "input_drift", "slow_share", "to_evidence", "to_states"]

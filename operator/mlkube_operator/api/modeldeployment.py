@@ -105,6 +105,9 @@ class MetricsSource(ApiModel):
         return self
 
 
+DEFAULT_CUSUM_ALLOWANCE, DEFAULT_CUSUM_LIMIT = 0.5, 4.5  # benchmarks/drift.py
+
+
 class ErrorRateCheck(ApiModel):
     """The share of 5xx responses, tested one-sided against ``max``."""
 
@@ -152,6 +155,34 @@ class AccuracyCheck(ApiModel):
     )
 
 
+DEFAULT_WINDOW_REQUESTS = 150  # benchmarks/drift.py: 150-250 keep every target; 150 is the fastest
+
+
+class CusumCheck(ApiModel):
+    """A one-sided CUSUM per check over the windows' standardized statistics.
+
+    Each judged window turns a check's p-value into ``z`` (the normal quantile, 0 on
+    average without drift); ``S = max(0, S + z - allowance)`` and the check fails once
+    ``S >= limit`` (and, for drift, this window's effect is at least minEffectSize).
+    """
+
+    enabled: bool = Field(
+        default=True, description="Whether evidence is accumulated (false: each window alone)."
+    )
+    allowance: float = Field(
+        default=DEFAULT_CUSUM_ALLOWANCE,
+        gt=0.0,
+        le=10.0,
+        description="Slack subtracted from each window's z: evidence below it does not accumulate.",
+    )
+    limit: float = Field(
+        default=DEFAULT_CUSUM_LIMIT,
+        gt=0.0,
+        le=100.0,
+        description="Accumulated evidence at which a check fails (higher: fewer false alarms, later detection).",
+    )
+
+
 class Thresholds(ApiModel):
     """What the analysis checks, every default spelt out (``kubectl get -o yaml`` shows them all).
 
@@ -184,17 +215,46 @@ class Thresholds(ApiModel):
         "on its held-out rows.",
     )
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
+    cusum: CusumCheck = Field(
+        default_factory=CusumCheck,
+        description="Evidence accumulated across windows (CUSUM) for input drift, prediction drift and accuracy.",
+    )
 
 
 class Monitoring(ApiModel):
     enabled: bool = True
     source: MetricsSource = Field(default_factory=MetricsSource)
-    interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often the analysis runs.")
-    window_seconds: int = Field(default=300, ge=10, le=86400, description="Look-back window of the analysis.")
+    interval_seconds: int = Field(
+        default=30, ge=5, le=3600, description="How often the operator looks at the open window."
+    )
+    window_requests: int = Field(
+        default=DEFAULT_WINDOW_REQUESTS,
+        ge=1,
+        le=10_000_000,
+        description="A window is judged once it holds this many prediction requests; the next one starts "
+        "where it ended (windows do not overlap), so every window holds the same evidence at any traffic.",
+    )
+    window_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="Longest a window stays open: after it, the window is judged on what it holds if that is "
+        "at least minSamples requests (else InsufficientData, and the window stays open).",
+    )
     min_samples: int = Field(
-        default=200, ge=1, description="Fewest requests in the window before a verdict is given."
+        default=DEFAULT_WINDOW_REQUESTS,
+        ge=1,
+        description="Fewest requests in a window before a verdict is given (at most windowRequests).",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @model_validator(mode="after")
+    def _window_holds_min_samples(self) -> Self:
+        if self.window_requests < self.min_samples:
+            raise ValueError(
+                f"windowRequests {self.window_requests} must be at least minSamples {self.min_samples}"
+            )
+        return self
 
 
 class DegradationAction(StrEnum):
@@ -276,6 +336,25 @@ class DriftTest(StatusModel):
     significant: bool = Field(description="Rejected after the Holm correction.")
 
 
+class Evidence(StatusModel):
+    """One check's CUSUM after a judged window (``thresholds.cusum``)."""
+
+    name: str = Field(
+        description="input:<feature>, prediction:predictions, prediction:predictionScores or accuracy."
+    )
+    statistic: str = Field(
+        default="p",
+        description="What is accumulated: p (the check's p-value), or up / down (the shift of its "
+        "values, signed rank-sum z; numeric features and scores).",
+    )
+    cusum: float = Field(
+        description="Accumulated evidence S after this window; the check fails at thresholds.cusum.limit."
+    )
+    z: float = Field(description="This window's standardized statistic (normal quantile of its p-value).")
+    allowance: float = Field(description="What was subtracted from z: allowance plus the reference's share.")
+    windows: int = Field(default=0, description="Windows since S was last 0.")
+
+
 class AnalysisValues(StatusModel):
     samples: int | None = None
     error_rate: float | None = None
@@ -297,6 +376,9 @@ class AnalysisValues(StatusModel):
     accuracy_p_value: float | None = None
     alpha: float | None = None
     tests: int | None = Field(default=None, description="Tests the Holm correction was applied over.")
+    evidence: list[Evidence] = Field(
+        default_factory=list, description="Checks with accumulated evidence (CUSUM above 0), largest first."
+    )
 
 
 class Analysis(StatusModel):
@@ -310,6 +392,34 @@ class Analysis(StatusModel):
     skipped: list[str] = Field(
         default_factory=list, description="Checks not decided in this window, and why."
     )
+
+
+class PodBaseline(StatusModel):
+    """A predictor pod's cumulative counters when the open window started (or when first seen in it)."""
+
+    pod: str = Field(description="Pod uid.")
+    start_time: float | None = Field(default=None, description="The pod's process_start_time_seconds.")
+    counters: dict[str, float] = Field(
+        default_factory=dict, description="Cumulative series, keyed '<quantity>/<label>[/<label>]'."
+    )
+
+
+class AnalysisWindow(StatusModel):
+    """The open (not yet judged) window of a Steady model and the evidence carried across windows.
+
+    Kept in status, not in operator memory, so an operator restart or a new leader
+    continues the same window and the same CUSUM.
+    """
+
+    model: str = Field(description="sha256 of the model the window and the evidence belong to.")
+    start_time: datetime = Field(description="When the open window started (the previous one ended).")
+    checked_time: datetime | None = Field(default=None, description="When the operator last looked at it.")
+    requests: int = Field(default=0, description="Prediction requests in the open window so far.")
+    judged: int = Field(default=0, description="Windows judged for this model.")
+    baseline: list[PodBaseline] = Field(
+        default_factory=list, description="PodScrape: each pod's counters at the window's start."
+    )
+    cusum: list[Evidence] = Field(default_factory=list, description="Evidence carried into the next window.")
 
 
 class RolloutState(StrEnum):
@@ -400,6 +510,10 @@ class ModelDeploymentStatus(StatusModel):
     replicas: int | None = None
     ready_replicas: int | None = None
     last_analysis: Analysis | None = None
+    analysis_window: AnalysisWindow | None = Field(
+        default=None,
+        description="The window being filled for the next verdict (Steady, RolledBack, Retraining).",
+    )
     degraded_streak: int = Field(
         default=0,
         description="Consecutive failing analyses of the judged model; an action needs onDegradation.failureLimit.",

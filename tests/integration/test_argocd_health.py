@@ -31,6 +31,7 @@ RECORD = os.environ.get("MLKUBE_RECORD_ARGOCD_FIXTURES") == "1"
 PLURALS = {"Dataset": "datasets", "TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments"}
 MONITORING = {
     "intervalSeconds": 5,
+    "windowRequests": 20,
     "windowSeconds": 60,
     "minSamples": 20,
     "thresholds": {"latency": {"maxP99Ms": 2000}},

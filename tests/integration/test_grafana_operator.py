@@ -44,6 +44,7 @@ from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, status
 pytestmark = pytest.mark.cluster
 MONITORING = {
     "intervalSeconds": 5,
+    "windowRequests": 20,
     "windowSeconds": 30,
     "minSamples": 20,
     "thresholds": {"latency": {"maxP99Ms": 2000}},

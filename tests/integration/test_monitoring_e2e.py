@@ -29,6 +29,7 @@ from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait
 pytestmark = pytest.mark.cluster
 MONITORING = {
     "intervalSeconds": 5,
+    "windowRequests": 20,
     "windowSeconds": 60,
     "minSamples": 20,
     "thresholds": {"latency": {"maxP99Ms": 2000}},
@@ -90,6 +91,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
             "replicas": 1,
             "monitoring": {
                 "intervalSeconds": 5,
+                "windowRequests": 30,  # the 30 requests sent below, judged together
                 "windowSeconds": 60,
                 "minSamples": 20,
                 "thresholds": {"errorRate": {"max": 0.05}, "latency": {"maxP99Ms": 2000}},
@@ -478,14 +480,15 @@ def test_canary_without_traffic_is_inconclusive_then_unpinned_and_promoted_by_ha
     assert "ManualAction" in event_reasons(kc, namespace, "ModelDeployment")
 
 
-def test_after_an_operator_restart_old_requests_are_not_judged(
+def test_after_an_operator_restart_the_open_window_continues_from_status(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:
-    """Issue 9.4: drifted requests served while the operator was down and older than the
-    window are in the pods' counters, but a restarted operator never judges "everything
-    since the pod started": InsufficientData until its history covers the window."""
+    """Issues 9.4 and 9.6: the open window (each pod's counters at its start) lives in
+    status, not in operator memory. Requests served while the operator was down count in
+    the window they belong to, and nothing from before it: the restarted operator judges
+    exactly them, never "everything since the pod started"."""
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    monitoring = {**MONITORING, "windowSeconds": 30}
+    monitoring = {**MONITORING, "windowRequests": 30, "minSamples": 20}
     docs = iris_stack(
         "iris-lr",
         {
@@ -497,30 +500,40 @@ def test_after_an_operator_restart_old_requests_are_not_judged(
     kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     wait_for(lambda: all_ready(api, namespace), 60, "the predictor pod to be ready")
-    wait_for(lambda: status(api, namespace).get("lastAnalysis"), 60, "a first analysis")
-    mlkube_operator.kill()
-    try:
-        send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)  # 30 drifted requests, unjudged
-        time.sleep(40)  # now older than the 30 s window
-    finally:
-        mlkube_operator.start()
-    partial = explained(
+    send(api, namespace, IRIS_ROWS)  # 30 requests without drift: the first window
+    first = explained(
         api,
         namespace,
-        lambda: (
-            "operator history covers"
-            in " ".join(status(api, namespace).get("lastAnalysis", {}).get("reasons", []))
-            and status(api, namespace)
-        ),
+        lambda: (s := status(api, namespace)).get("lastAnalysis", {}).get("verdict") == "Healthy" and s,
         90,
-        "an InsufficientData verdict while the history is short",
+        "a Healthy verdict on the first window",
     )
-    assert partial["lastAnalysis"]["verdict"] == "InsufficientData"
-    time.sleep(45)  # past a full window of history: still nothing to judge, nothing degraded
-    s = status(api, namespace)
-    assert s["lastAnalysis"]["verdict"] == "InsufficientData" and s["lastAnalysis"]["values"]["samples"] == 0
-    assert "ModelDegraded" not in event_reasons(kc, namespace, "ModelDeployment")
-    assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Degraded")["status"] == "Unknown"  # type: ignore[index]
+    assert first["lastAnalysis"]["values"]["samples"] == 30
+    wait_for(
+        lambda: (status(api, namespace).get("analysisWindow") or {}).get("judged") == 1,
+        30,
+        "the second window to be open",
+    )
+    mlkube_operator.kill()
+    try:
+        send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)  # 30 drifted requests while nobody looks
+    finally:
+        mlkube_operator.start()
+    judged = explained(
+        api,
+        namespace,
+        lambda: (s := status(api, namespace)).get("lastAnalysis", {}).get("verdict") == "Degraded" and s,
+        120,
+        "a Degraded verdict on the window the restarted operator continued",
+    )
+    assert judged["lastAnalysis"]["values"]["samples"] == 30  # the second window's requests, not the pod's 60
+    assert any("inputDrift" in r for r in judged["lastAnalysis"]["reasons"])
+    assert judged["analysisWindow"]["judged"] >= 2
+    wait_for(
+        lambda: "ModelDegraded" in event_reasons(kc, namespace, "ModelDeployment"),
+        30,
+        "the ModelDegraded alert",
+    )
 
 
 def test_a_canary_worse_than_the_stable_pods_never_promotes(

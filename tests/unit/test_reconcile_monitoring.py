@@ -17,6 +17,7 @@ from mlkube_operator.analysis.counts import Counts
 from mlkube_operator.api.modeldeployment import (
     Analysis,
     AnalysisValues,
+    AnalysisWindow,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Verdict,
@@ -631,3 +632,51 @@ def test_an_invalid_spec_changes_nothing_it_serves() -> None:
     w.spec["replicas"] = -1
     plan = w.reconcile()
     assert plan.deployment is None and cond(w.status, C.READY)["reason"] == C.REASON_INVALID_SPEC
+
+
+def _window(sha: str, at: datetime, requests: int) -> AnalysisWindow:
+    return AnalysisWindow(model=sha, start_time=NOW, checked_time=at, requests=requests)
+
+
+def test_a_look_at_a_window_still_filling_keeps_the_verdict_and_the_streak() -> None:
+    w = serving(world(failure_limit=3), A)
+    w.judge(Verdict.DEGRADED, "drift")
+    assert w.status["degradedStreak"] == 1
+    last = w.status["lastAnalysis"]
+    at = w.now + timedelta(seconds=10)
+    w.reconcile(Judgement(A, window=_window(A, at, 120)), seconds=10)
+    assert w.status["degradedStreak"] == 1 and w.status["lastAnalysis"] == last
+    assert w.status["analysisWindow"]["requests"] == 120
+    assert cond(w.status, C.DEGRADED)["status"] == "True"
+    # The next look is an interval after this one, not after the last verdict.
+    spec = ModelDeploymentSpec.model_validate(w.spec, by_alias=True)
+    status = ModelDeploymentStatus.model_validate(w.status)
+    assert not analysis_due(status, spec, at + timedelta(seconds=5))
+    assert analysis_due(status, spec, at + timedelta(seconds=10))
+    w.judge(Verdict.DEGRADED, "drift")
+    assert w.status["degradedStreak"] == 2
+
+
+def test_a_new_model_drops_the_open_window_and_its_evidence() -> None:
+    w = serving(world(), A)
+    w.reconcile(Judgement(A, window=_window(A, w.now, 50)), seconds=10)
+    assert w.status["analysisWindow"]["model"] == A
+    w.run = training_run("iris-rf", B)
+    w.converge()
+    assert w.serving() == B and w.status["analysisWindow"] is None
+
+
+def test_unreadable_metrics_leave_the_window_as_it_was() -> None:
+    w = serving(world(), A)
+    w.reconcile(Judgement(A, window=_window(A, w.now, 50)), seconds=10)
+    w.reconcile(Judgement(A, unavailable="boom", window=_window(A, w.now, 999)), seconds=10)
+    assert w.status["analysisWindow"]["requests"] == 50
+
+
+def test_disabling_monitoring_drops_the_window() -> None:
+    w = serving(world(), A)
+    w.reconcile(Judgement(A, window=_window(A, w.now, 50)), seconds=10)
+    w.spec["monitoring"]["enabled"] = False
+    w.generation += 1
+    w.reconcile()
+    assert w.status["analysisWindow"] is None

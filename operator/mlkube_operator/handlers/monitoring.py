@@ -8,16 +8,16 @@ decides the next state.
 
 What is judged: in a canary step, the candidate's pods over the rows served since the
 step started (and the stable pods over the same time, for the comparison); otherwise the
-current model's pods over the last `windowSeconds`.
+current model's pods over the open window (`analysis.windows`): it is judged once it
+holds `windowRequests` requests (or is `windowSeconds` old with `minSamples`), and the
+next one starts where it ended. The open window and the evidence carried across windows
+live in `status.analysisWindow`, so a restarted operator or a new leader continues them.
 
-With `source.type: PodScrape` the operator scrapes the pods and keeps the scrape history
-in memory, per model digest. A pod's rows count from a snapshot taken at or before the
-window's start; a pod that started inside the window counts whole (all its rows are in
-the window). A pod that is older than the window but absent from the history (the
-operator just restarted) is not counted and the verdict is InsufficientData until the
-history covers the window: a window never silently becomes "everything since the pod
-started". With `source.type: Prometheus` Prometheus keeps the history
-(`adapters.prometheus`).
+Canary steps keep the PodScrape scrape history in memory, per model digest. A pod's rows
+count from a snapshot taken at or before the step's start; a pod that started inside it
+counts whole; a pod older than the step and absent from the history (the operator just
+restarted) counts from its first scrape, which is inside the step. With `source.type:
+Prometheus` Prometheus keeps the history (`adapters.prometheus`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ from .. import constants as C
 from .. import observability as obs
 from ..adapters.metrics import scrape_pods
 from ..adapters.prometheus import window_counts
+from ..analysis import windows as W
 from ..analysis.canary import compare
 from ..analysis.counts import Counts, credit_feedback, delta, parse_metrics, total
 from ..analysis.verdict import analyse
 from ..api.modeldeployment import (
     Analysis,
     AnalysisValues,
+    AnalysisWindow,
     MetricsSourceType,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -136,11 +138,62 @@ def window_of(
         seconds = max(10, round((now - start).total_seconds()))
         counts = window_counts(source.prometheus_url, namespace, name, served, seconds, at=now.timestamp())
         return counts, None
-    selector = f"{C.LABEL_INSTANCE}={name},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
-    texts = scrape_pods(runtime().kube, namespace, selector, spec.serving.port)
-    current = {uid: c for uid, text in texts.items() if (c := parse_metrics(text)).model_sha256 == served}
+    current = scrape(meta, spec, served)
     key = (namespace, name, served)
     return HISTORY.window(key, now.timestamp(), start.timestamp(), current, late_baseline_ok)
+
+
+def scrape(meta: JSON, spec: ModelDeploymentSpec, served: str) -> dict[str, Counts]:
+    """Cumulative counts of the predictor pods serving the digest `served`, by pod uid."""
+    selector = f"{C.LABEL_INSTANCE}={meta['name']},{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
+    texts = scrape_pods(runtime().kube, meta["namespace"], selector, spec.serving.port)
+    return W.pods_serving(((uid, parse_metrics(text)) for uid, text in texts.items()), served)
+
+
+# Prometheus' increase() over less than this is mostly extrapolation: wait instead.
+MIN_PROMETHEUS_WINDOW_SECONDS = 10.0
+
+
+def judge_window(
+    meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, served: str, now: datetime
+) -> Judgement:
+    """The open window of a steady model: keep filling it, or judge it and open the next one."""
+    monitoring = spec.monitoring
+    source = monitoring.source
+    window: AnalysisWindow | None = status.analysis_window
+    if window is not None and window.model != served:
+        window = None
+    prometheus = source.type is MetricsSourceType.PROMETHEUS
+    pods = None if prometheus else scrape(meta, spec, served)
+    if window is None:  # the first look at this model: its first window starts now
+        return Judgement(served, window=W.open_window(served, now, pods, monitoring.window_seconds))
+    age = (now - window.start_time).total_seconds()
+    baseline = None
+    if prometheus:
+        if not source.prometheus_url:  # the CRD schema and pydantic already reject this
+            raise PermanentFailure("spec.monitoring.source.prometheusUrl is required when type is Prometheus")
+        HISTORY.forget(meta["namespace"], meta["name"])
+        if age < MIN_PROMETHEUS_WINDOW_SECONDS:
+            return Judgement(served, window=W.progressed(window, now, window.requests, None))
+        counts = window_counts(
+            source.prometheus_url, meta["namespace"], meta["name"], served, round(age), at=now.timestamp()
+        )
+    else:
+        counts, baseline = W.since_start(window, pods or {})
+    requests = W.requests_in(counts)
+    decision, why = W.due(requests, age, monitoring)
+    if decision is W.Due.WAIT:
+        return Judgement(served, window=W.progressed(window, now, requests, baseline))
+    if decision is W.Due.TOO_FEW:
+        analysis = Analysis(
+            time=now,
+            verdict=Verdict.INSUFFICIENT_DATA,
+            values=AnalysisValues(samples=round(requests), evidence=list(window.cusum)),
+            reasons=[f"window since {window.start_time.isoformat()}: {why}"],
+        )
+        return Judgement(served, analysis, window=W.progressed(window, now, requests, baseline))
+    analysis = analyse(counts, monitoring.thresholds, monitoring.min_samples, now, window.cusum)
+    return Judgement(served, analysis, window=W.next_window(window, now, analysis, pods))
 
 
 def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> Judgement:
@@ -148,6 +201,8 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
     thresholds, min_samples = spec.monitoring.thresholds, spec.monitoring.min_samples
     assert status.current_model is not None
     canary = status.canary is not None and status.candidate_model is not None
+    if not canary:
+        return judge_window(meta, spec, status, status.current_model.sha256, now)
     judged = status.candidate_model if canary and status.candidate_model else status.current_model
     start = judged_window_start(status, spec, now)
     # A canary step judges the rows since it started; after an operator restart mid-step,

@@ -29,6 +29,7 @@ from ..api.common import ConditionStatus
 from ..api.modeldeployment import (
     REJECTED_LIMIT,
     Analysis,
+    AnalysisWindow,
     CanaryStatus,
     DegradationAction,
     ManualAction,
@@ -79,6 +80,7 @@ class Judgement:
     analysis: Analysis | None = None
     comparison: Comparison | None = None  # canary against the stable pods' concurrent window
     unavailable: str | None = None  # the metrics could not be read: why
+    window: AnalysisWindow | None = None  # the open window after this look (Steady states; None: unchanged)
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,7 @@ class _Planner:
         )
         if before != after:
             new.degraded_streak = 0
+            new.analysis_window = None  # windows and their evidence belong to one judged model and state
         new.state_summary = state_summary(new, steps)
         if self.refusal is not None:
             self._keep_serving_refused(self.refusal)
@@ -584,9 +587,12 @@ class _Planner:
         spec, new = self.spec, self.new
         if not spec.monitoring.enabled:
             record_verdict(new, spec, None, self.now, self.generation, self.events)
+            new.analysis_window = None
             return None
         if judgement is None:
             return None
+        if judgement.window is not None and judgement.unavailable is None:
+            new.analysis_window = judgement.window
         record_verdict(
             new, spec, judgement.analysis, self.now, self.generation, self.events, judgement.unavailable
         )

@@ -50,17 +50,25 @@ def unsupported_source(spec: ModelDeploymentSpec) -> str | None:
 
 
 def analysis_due(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
-    """Monitoring is on, a judged state, and the interval has passed since the last analysis."""
+    """Monitoring is on, a judged state, and the interval has passed since the last look.
+
+    A look is an analysis, or a look at the open window that found it not full yet
+    (`status.analysisWindow.checkedTime`)."""
     if not spec.monitoring.enabled or status.current_model is None:
         return False
     if status.state is not None and status.state not in JUDGED_STATES:
         return False
-    last = status.last_analysis
-    return last is None or (now - last.time).total_seconds() >= spec.monitoring.interval_seconds
+    looks = [status.last_analysis.time] if status.last_analysis is not None else []
+    window = status.analysis_window
+    if window is not None and window.checked_time is not None and window.model == status.current_model.sha256:
+        looks.append(window.checked_time)
+    return not looks or (now - max(looks)).total_seconds() >= spec.monitoring.interval_seconds
 
 
 def judged_window_start(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> datetime:
-    """Where the judged window starts: the canary step's start, else `windowSeconds` ago."""
+    """Where a canary step's window starts: the step's start, else `windowSeconds` ago.
+
+    Steady states judge the open window of `status.analysisWindow` instead (`analysis.windows`)."""
     window = now - timedelta(seconds=spec.monitoring.window_seconds)
     if status.canary is not None and status.canary.step_started_time is not None:
         return status.canary.step_started_time

@@ -135,6 +135,7 @@ def test_flatten_round_trips_labels_with_any_character() -> None:
         predictions={"setosa": 6.0},
         prediction_scores={"2": 6.0},
         feedback={"correct": 2.0},
+        feedback_for={"abcd1234/correct": 1.0},
     )
     back = W.unflatten(W.flatten(c), start_time=7.0)
     assert (back.requests, back.latency, back.feature_bins) == (c.requests, c.latency, c.feature_bins)
@@ -143,7 +144,7 @@ def test_flatten_round_trips_labels_with_any_character() -> None:
         c.prediction_scores,
         c.feedback,
     )
-    assert back.start_time == 7.0
+    assert back.feedback_for == c.feedback_for and back.start_time == 7.0
 
 
 def test_a_window_counts_from_the_baseline_in_status_across_an_operator_restart() -> None:

@@ -34,7 +34,7 @@ from .counts import Counts, delta, total
 # inside it (clock granularity between the pod's clock and ours).
 START_SLACK_SECONDS = 1.0
 
-_FLAT = ("requests", "predictions", "prediction_scores", "feedback")
+_FLAT = ("requests", "predictions", "prediction_scores", "feedback", "feedback_for")
 
 
 def _key(*parts: str) -> str:

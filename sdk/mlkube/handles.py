@@ -597,6 +597,38 @@ class Deployment(_Handle):
         """The last degradation verdict (`verdict`, `reasons`, `values`), once one ran."""
         return self.status.last_analysis
 
+    def history(self) -> pd.DataFrame:
+        """The deployment's timeline, oldest first: rollouts, canary steps and verdicts,
+        rollbacks, degradation verdicts, retrains and manual actions from its Events, and
+        what its status keeps (the last analysis with its drift and accuracy values, rejected
+        models, the state). Columns: `specs.HISTORY_COLUMNS`; see docs/sdk.md."""
+        import pandas as pd
+
+        obj = self.get()
+        events = self.session.events(self.KIND.kind, self.name, obj["metadata"].get("uid"))
+        frame = pd.DataFrame(specs.history_rows(obj, events), columns=specs.HISTORY_COLUMNS)
+        frame["time"] = pd.to_datetime(frame["time"], utc=True)
+        return frame
+
+    def plot_history(self, ax: Any = None) -> Any:
+        """A timeline chart of `history()`: one row of markers per category (Warnings in red);
+        returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        frame = self.history()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8.0, 3.0))
+        categories = sorted(set(frame["category"]))
+        for y, category in enumerate(categories):
+            rows = frame[frame["category"] == category]
+            warn = rows["type"] == "Warning"
+            ax.scatter(rows["time"][~warn], [y] * int((~warn).sum()), marker="o", color="tab:blue")
+            ax.scatter(rows["time"][warn], [y] * int(warn.sum()), marker="x", color="tab:red")
+        ax.set_yticks(range(len(categories)), categories)
+        ax.set_title(f"ModelDeployment {self.name}")
+        ax.figure.autofmt_xdate()
+        return ax
+
     def wait(self, timeout: float = 300, progress: bool = True) -> Deployment:
         """Until Ready (serving on every replica). ModelNotReady when its TrainingRun is missing or
         failed, InvalidSpec, WaitTimeout."""

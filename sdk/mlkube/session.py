@@ -170,6 +170,15 @@ class Session:
         )
         return bytes(resp.data).decode("utf-8", "replace")
 
+    def events(self, kind: str, name: str, uid: str | None = None) -> list[JSON]:
+        """The namespace's Events about one object (`uid`: only this incarnation of it)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        out = self.raw((kind, name), self.core.list_namespaced_event, self.namespace, field_selector=selector)
+        items: list[JSON] = out.get("items") or []
+        return items
+
     def service(self, name: str) -> JSON:
         return self.raw(("Service", name), self.core.read_namespaced_service, name, self.namespace)
 

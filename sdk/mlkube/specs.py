@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -278,3 +279,176 @@ def wait_step(kind: str, obj: Mapping[str, Any]) -> tuple[int, int]:
             return replicas + 1, replicas + 1
         return min(int(status.get("readyReplicas") or 0), replicas), replicas + 1
     raise ValueError(f"no wait steps for {kind}")
+
+
+# Event reasons of a ModelDeployment by what they tell (docs/sdk.md lists them).
+HISTORY_CATEGORIES: dict[str, str] = {
+    C.REASON_ROLLING_OUT: "rollout",
+    C.REASON_ROLLOUT_COMPLETE: "rollout",
+    C.REASON_SERVING: "rollout",
+    C.REASON_CANARY: "canary",
+    C.REASON_CANARY_PROMOTED: "canary",
+    C.REASON_CANARY_ABORTED: "canary",
+    C.REASON_CANARY_INCONCLUSIVE: "canary",
+    C.REASON_CANARY_SUPERSEDED: "canary",
+    C.REASON_ABORTED_BY_USER: "canary",
+    C.REASON_ROLLED_BACK: "rollback",
+    C.REASON_ROLLBACK_IMPOSSIBLE: "rollback",
+    C.DEGRADED: "verdict",
+    C.REASON_RECOVERED: "verdict",
+    C.REASON_MODEL_DEGRADED: "verdict",
+    C.REASON_RETRAINING: "retrain",
+    C.REASON_RETRAIN_SKIPPED: "retrain",
+    C.REASON_RETRAIN_INEFFECTIVE: "retrain",
+    C.REASON_RETRAIN_FAILED: "retrain",
+    C.REASON_RETRAIN_SUPERSEDED: "retrain",
+    C.REASON_MANUAL_ACTION: "manual",
+    C.REASON_MANUAL_ACTION_IGNORED: "manual",
+    C.REASON_MODEL_NOT_READY: "model",
+    C.REASON_MODEL_REJECTED: "model",
+    C.REASON_INVALID_SPEC: "error",
+    C.REASON_FORBIDDEN: "error",
+    C.REASON_REJECTED: "error",
+    C.REASON_API_UNREACHABLE: "error",
+    C.REASON_API_ERROR: "error",
+    C.REASON_INTERNAL_ERROR: "error",
+    C.REASON_RECONCILE_SUCCEEDED: "error",
+}
+HISTORY_COLUMNS = [
+    "time",
+    "category",
+    "reason",
+    "type",
+    "message",
+    "model",
+    "count",
+    "source",
+    "samples",
+    "accuracy",
+    "input_drift_psi",
+    "prediction_drift_psi",
+    "error_rate",
+]
+
+
+def _utc(value: Any) -> datetime | None:
+    """An API timestamp (RFC 3339, `Z` or an offset, any fraction) as an aware UTC datetime."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _event_time(event: Mapping[str, Any]) -> str | None:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        value = event.get(key)
+        if value:
+            return str(value)
+    series = event.get("series") or {}
+    return str(series["lastObservedTime"]) if series.get("lastObservedTime") else None
+
+
+def history_rows(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[JSON]:
+    """A ModelDeployment's timeline, oldest first: its Events (rollouts, canary steps and
+    verdicts, rollbacks, degradation verdicts, retrains, manual actions, errors) and what its
+    status keeps (the last analysis with its measured values, rejected models, the last
+    retrain and manual action, the current canary step and state).
+
+    Events are the operator's record of what it did (kept by the API server for its event
+    TTL, one hour by default; a repeated Event is one row with its `count`); the status
+    rows have `source` "status".
+    """
+    rows: list[JSON] = []
+
+    def add(time: Any, category: str, reason: str, message: str, **extra: Any) -> None:
+        when = _utc(time)
+        if when is None:
+            return
+        rows.append({"time": when, "category": category, "reason": reason, "message": message, **extra})
+
+    for ev in events:
+        reason = str(ev.get("reason") or "")
+        add(
+            _event_time(ev),
+            HISTORY_CATEGORIES.get(reason, "other"),
+            reason,
+            str(ev.get("message") or ""),
+            type=str(ev.get("type") or ""),
+            count=int(ev.get("count") or (ev.get("series") or {}).get("count") or 1),
+            source="event",
+        )
+    st = obj.get("status") or {}
+    if st.get("stateSince") and st.get("state"):
+        current = (st.get("currentModel") or {}).get("trainingRun")
+        add(
+            st["stateSince"],
+            "state",
+            str(st.get("stateSummary") or st["state"]),
+            f"in state {st['state']} since",
+            model=current,
+            source="status",
+        )
+    analysis = st.get("lastAnalysis") or {}
+    if analysis:
+        values = analysis.get("values") or {}
+        add(
+            analysis.get("time"),
+            "verdict",
+            str(analysis.get("verdict") or ""),
+            "; ".join(analysis.get("reasons") or []),
+            model=(st.get("currentModel") or {}).get("trainingRun"),
+            source="status",
+            samples=values.get("samples"),
+            accuracy=values.get("accuracy"),
+            input_drift_psi=values.get("inputDriftPsi"),
+            prediction_drift_psi=values.get("predictionDriftPsi"),
+            error_rate=values.get("errorRate"),
+        )
+    canary = st.get("canary") or {}
+    if canary.get("stepStartedTime"):
+        add(
+            canary["stepStartedTime"],
+            "canary",
+            f"Step{canary.get('step')}",
+            f"weight {canary.get('weight')}%: {canary.get('verdict') or 'no verdict yet'}"
+            + (f" ({canary['holdReason']})" if canary.get("holdReason") else ""),
+            model=(st.get("candidateModel") or {}).get("trainingRun"),
+            source="status",
+        )
+    for rejected in st.get("rejectedModels") or []:
+        reason = str(rejected.get("reason") or "")
+        add(
+            rejected.get("time"),
+            "rollback" if reason == C.REASON_ROLLED_BACK else "canary",
+            reason,
+            f"model {str(rejected.get('sha256') or '')[:12]} rejected: {rejected.get('message') or ''}".rstrip(),
+            model=rejected.get("trainingRun"),
+            source="status",
+        )
+    retrain = st.get("lastRetrain") or {}
+    if retrain:
+        add(
+            retrain.get("time"),
+            "retrain",
+            f"Retrain{retrain.get('result') or ''}",
+            str(retrain.get("message") or ""),
+            model=retrain.get("run"),
+            source="status",
+        )
+    manual = st.get("manualAction") or {}
+    if manual:
+        add(
+            manual.get("time"),
+            "manual",
+            str(manual.get("action") or ""),
+            str(manual.get("result") or ""),
+            source="status",
+        )
+    for row in rows:
+        for column in HISTORY_COLUMNS:
+            row.setdefault(column, None)
+    rows.sort(key=lambda r: (r["time"], r["source"] != "event"))
+    return rows

@@ -95,6 +95,16 @@ def test_quickstart_from_a_dataframe_to_a_served_model(sdk: mlkube.Session, dev_
     assert md.feedback(v2.id, [0, 1, 2]) == {"accepted": 1, "unknownIds": [], "scoredRows": 3}
     assert list(md.predict(scope["rows"].to_numpy(), protocol="v2")) == [0, 1, 2]
 
+    # The history: the rollout's Events (RollingOut, then Serving) and the state from status, in time order.
+    history = md.history()
+    assert history["time"].is_monotonic_increasing
+    events = history[history["source"] == "event"]
+    assert {"RollingOut", "Serving"} <= set(events["reason"])
+    assert set(events[events["reason"].isin(["RollingOut", "Serving"])]["category"]) == {"rollout"}
+    assert list(history[history["category"] == "state"]["reason"]) == [md.status.state_summary]
+    ax = md.plot_history()
+    assert "rollout" in [t.get_text() for t in ax.get_yticklabels()]
+
     # Displays: the one-line repr and the HTML summary with the conditions table.
     assert repr(run).startswith(f"<Run {ns}/{run.name}: Succeeded=True (Trained)")
     html = md._repr_html_()

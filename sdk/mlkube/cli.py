@@ -73,11 +73,16 @@ def _compare(args: argparse.Namespace) -> int:
     from . import compare
 
     s = _connect(args)
-    frame = compare(list(args.runs), session=s)
-    columns = [c for c in frame.columns if c.startswith(("param.", "metric."))]
-    rows = [[name, *(r[c] for c in columns)] for name, r in frame.iterrows()]
-    print(table(rows, ["RUN", *columns]))
+    frame = compare(list(args.runs), session=s, trials=args.trials)
+    lead = [c for c in ("trial", "rank", "score") if args.trials and c in frame.columns]
+    columns = lead + [c for c in frame.columns if c.startswith(("param.", "metric."))]
+    rows = [[name, *("" if _missing(r[c]) else r[c] for c in columns)] for name, r in frame.iterrows()]
+    print(table(rows, ["RUN", *(c.upper() if c in lead else c for c in columns)]))
     return 0
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -118,6 +123,7 @@ def register(sub: Sub) -> None:
 
     cmd = sub.add_parser("compare", help="parameters and metrics of TrainingRuns side by side")
     cmd.add_argument("runs", nargs="+", metavar="RUN")
+    cmd.add_argument("--trials", action="store_true", help="one line per trial of a search run, best first")
     _common(cmd)
     cmd.set_defaults(func=_guard(_compare))
 

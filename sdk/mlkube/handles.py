@@ -151,6 +151,52 @@ def _describe(obj: JSON, type_: str) -> str:
     return f"{text}: {cond['message']}" if cond.get("message") else text
 
 
+READER_TIMEOUT_SECONDS = 120.0
+
+
+def read_artifact(sess: Session, uri: str, job_name: str | None) -> str:
+    """The text of an artifact (profile.json, trials.json) where the notebook runs.
+
+    A file:// URI readable here (the artifact volume mounted into a notebook pod) is read
+    directly. Otherwise the artifact volume (a PVC) or object store is only reachable in the
+    cluster: a short-lived pod made like the operator's Job `job_name` (same image, volume
+    and artifact-store credentials) prints the file, its log is read through the API and
+    the pod deleted. NotFound when the artifact or the Job is gone.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme in ("file", "") and parsed.path and Path(parsed.path).is_file():
+        return Path(parsed.path).read_text()
+    if not job_name:
+        raise NotFound(f"no Job to read {uri} with", reason="NoJob", kind="Job", name="")
+    job = sess.job_object(job_name)
+    pod_name = f"{job_name[:40]}-read-{uuid.uuid4().hex[:6]}"
+    sess.create_pod(specs.reader_pod(job, uri, pod_name))
+    try:
+        deadline = time.monotonic() + READER_TIMEOUT_SECONDS
+        while True:
+            phase = (sess.pod(pod_name).get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                break
+            if time.monotonic() > deadline:
+                raise WaitTimeout(
+                    f"the pod reading {uri} did not finish in {READER_TIMEOUT_SECONDS:g}s (phase {phase})",
+                    reason="WaitTimeout",
+                    kind="Pod",
+                    name=pod_name,
+                    namespace=sess.namespace,
+                )
+            time.sleep(0.5)
+        text = sess.pod_log(pod_name)
+        if phase == "Failed":
+            last = (text.strip().splitlines() or ["no output"])[-1]
+            raise NotFound(
+                f"cannot read {uri}: {last}", reason="ArtifactUnreadable", kind="Pod", name=pod_name
+            )
+        return text
+    finally:
+        sess.delete_pod(pod_name)
+
+
 # -- Dataset ------------------------------------------------------------------------------------
 
 
@@ -304,41 +350,18 @@ class Dataset(_Handle):
 
     @property
     def profile(self) -> pd.DataFrame:
-        """One row per column: the profile (kind, mean, std, missing, bins/levels) when profile.json
-        is readable from here (a file:// URI on this machine); else the schema from status."""
+        """The profile, one row per column (`specs.profile_rows`: role, kind, missing, mean, std,
+        min, max, bins, bin_edges, fractions, levels), read from profile.json wherever it is
+        (see `read_artifact`). NotFound before the Dataset was profiled."""
         import pandas as pd
 
         status = self.status
-        uri = status.profile_uri or ""
-        parsed = urlparse(uri)
-        path = Path(parsed.path) if parsed.scheme in ("file", "") and parsed.path else None
-        if path is not None and path.is_file():
-            data = json.loads(path.read_text())
-            rows = []
-            for f in data.get("features") or []:
-                rows.append(
-                    {
-                        "column": f.get("name"),
-                        "kind": f.get("kind"),
-                        "mean": f.get("mean"),
-                        "std": f.get("std"),
-                        "missing": f.get("missing"),
-                        "bins": len(f.get("fractions") or f.get("levels") or []),
-                    }
-                )
-            return pd.DataFrame(rows).set_index("column")
-        schema = status.schema_ or []
-        return pd.DataFrame(
-            [
-                {
-                    "column": c.name,
-                    "kind": c.dtype,
-                    "role": "target" if c.name == status.target else "feature",
-                }
-                for c in schema
-            ],
-            columns=["column", "kind", "role"],
-        ).set_index("column")
+        if not status.profile_uri:
+            raise NotFound(
+                "the Dataset has no profile yet", reason="NotProfiled", kind="Dataset", name=self.name
+            )
+        data = json.loads(read_artifact(self.session, status.profile_uri, status.job_name))
+        return pd.DataFrame(specs.profile_rows(data)).set_index("column")
 
     def _summary(self, obj: JSON | None) -> dict[str, Any]:
         st = (obj or {}).get("status") or {}
@@ -423,6 +446,29 @@ class Run(_Handle):
 
         self._wait(timeout, settle, describe, progress)
         return self
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """A search run's trials, best first, one row per trial (`specs.trial_rows`: run, trial,
+        rank, ok, score, param.*, fit_seconds, reason): the full table from trials.json
+        (see `read_artifact`), else the best few and first failures its status keeps. An
+        empty table for a run without a search or before its search finished."""
+        import pandas as pd
+
+        search = (self.get().get("status") or {}).get("search") or {}
+        rows: list[JSON] = []
+        if search.get("trialsUri"):
+            try:
+                data = json.loads(
+                    read_artifact(self.session, str(search["trialsUri"]), search.get("jobName"))
+                )
+                rows = specs.trial_rows(self.name, data)
+            except (NotFound, WaitTimeout, ValueError):
+                rows = []
+        if not rows:
+            rows = specs.trial_rows_from_status(self.name, search)
+        columns = ["run", "trial", "rank", "ok", "score"]
+        return pd.DataFrame(rows, columns=None if rows else columns)
 
     def logs(self, tail_lines: int | None = None) -> str:
         """The logs of the pods of the run's Job (oldest pod first), each under a `==> pod <==` header."""
@@ -519,16 +565,35 @@ def runs(session: Session | None = None) -> list[Run]:
     return [Run(o["metadata"]["name"], s) for o in items]
 
 
-def compare(runs: Sequence[Run | str], session: Session | None = None) -> pd.DataFrame:
-    """A table of the runs' parameters (`param.*`) and metrics (`metric.*`), one row per run."""
+def compare(runs: Sequence[Run | str], session: Session | None = None, trials: bool = False) -> pd.DataFrame:
+    """A table of the runs' parameters (`param.*`) and metrics (`metric.*`), one row per run.
+
+    With `trials=True` a search run gives one row per trial instead (its `Run.trials`: column
+    `trial`, `rank`, `ok`, cross-validated `score`, the trial's `param.*`), best first; a run
+    without a search keeps its one row (empty `trial`).
+    """
     import pandas as pd
 
     from .session import session as resolve
 
     s = resolve(session)
     objs = [s.get(TRAINING_RUN, r.name if isinstance(r, Run) else r) for r in runs]
-    rows = specs.comparison_rows(objs)
-    frame = pd.DataFrame(rows)
+    if not trials:
+        frame = pd.DataFrame(specs.comparison_rows(objs))
+        return frame.set_index("run") if not frame.empty else frame
+    parts: list[pd.DataFrame] = []
+    for obj in objs:
+        name = obj["metadata"]["name"]
+        if (obj.get("spec") or {}).get("search"):
+            table = Run(name, s).trials
+            if not table.empty:
+                table.insert(1, "estimator", (obj["spec"].get("estimator") or {}).get("className", ""))
+                parts.append(table)
+                continue
+        row = pd.DataFrame(specs.comparison_rows([obj]))
+        row.insert(1, "trial", None)
+        parts.append(row)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return frame.set_index("run") if not frame.empty else frame
 
 

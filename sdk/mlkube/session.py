@@ -9,6 +9,7 @@ re-running a notebook cell that creates a resource changes nothing when nothing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -178,6 +179,22 @@ class Session:
         out = self.raw((kind, name), self.core.list_namespaced_event, self.namespace, field_selector=selector)
         items: list[JSON] = out.get("items") or []
         return items
+
+    def job_object(self, name: str) -> JSON:
+        return self.raw(("Job", name), self.batch.read_namespaced_job, name, self.namespace)
+
+    def create_pod(self, body: JSON) -> JSON:
+        name = body["metadata"]["name"]
+        return self.raw(("Pod", name), self.core.create_namespaced_pod, self.namespace, body)
+
+    def pod(self, name: str) -> JSON:
+        return self.raw(("Pod", name), self.core.read_namespaced_pod, name, self.namespace)
+
+    def delete_pod(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.raw(
+                ("Pod", name), self.core.delete_namespaced_pod, name, self.namespace, grace_period_seconds=0
+            )
 
     def service(self, name: str) -> JSON:
         return self.raw(("Service", name), self.core.read_namespaced_service, name, self.namespace)

@@ -452,3 +452,119 @@ def history_rows(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) ->
             row.setdefault(column, None)
     rows.sort(key=lambda r: (r["time"], r["source"] != "event"))
     return rows
+
+
+# The reader pod's program: the operator's own artifact store code (in the trainer image)
+# reads a file:// path on the artifact volume or an s3:// object with the Job's credentials.
+READER_SCRIPT = (
+    "import sys\n"
+    "from mlkube_operator.training.artifacts import open_store\n"
+    "uri = sys.argv[1]\n"
+    "store = open_store(uri if uri.startswith('s3://') else '/')\n"
+    "sys.stdout.write(store.read(uri).decode('utf-8'))\n"
+)
+
+
+def reader_pod(job: Mapping[str, Any], uri: str, name: str) -> JSON:
+    """A pod that prints the artifact `uri` to its log, made like the operator's Job `job`:
+    its image, security context, resources, artifact volume (read-only) and artifact-store
+    environment (credentials by Secret reference, never copied), nothing else."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    main = (template.get("containers") or [{}])[0]
+    volumes = [v for v in template.get("volumes") or [] if v.get("name") == "artifacts"]
+    mounts = [{**m, "readOnly": True} for m in main.get("volumeMounts") or [] if m.get("name") == "artifacts"]
+    env = [e for e in main.get("env") or [] if str(e.get("name", "")).startswith("MLKUBE_ARTIFACT_")]
+    container: JSON = {
+        "name": "read",
+        "image": main.get("image"),
+        "imagePullPolicy": main.get("imagePullPolicy") or "IfNotPresent",
+        "command": ["python", "-c", READER_SCRIPT, uri],
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": main.get("securityContext") or {},
+    }
+    if main.get("resources"):
+        container["resources"] = main["resources"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {C.LABEL_MANAGED_BY: "mlkube-sdk", "mlkube.io/artifact-reader": "true"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "activeDeadlineSeconds": 120,
+            "securityContext": template.get("securityContext") or {},
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+
+
+def profile_rows(profile: Mapping[str, Any]) -> list[JSON]:
+    """profile.json as table rows, one per column (features, then the target): kind, role,
+    missing values (a count), mean, std, min and max (the outer bin edges), the bin edges and
+    fractions of a numeric column, the level shares of a categorical one."""
+    rows: list[JSON] = []
+    columns = [(f, "feature") for f in profile.get("features") or []]
+    if profile.get("targetProfile"):
+        columns.append((profile["targetProfile"], "target"))
+    for f, role in columns:
+        edges = f.get("binEdges") or None
+        levels = f.get("levels") or None
+        rows.append(
+            {
+                "column": f.get("name"),
+                "role": role,
+                "kind": f.get("kind"),
+                "missing": f.get("missing"),
+                "mean": f.get("mean"),
+                "std": f.get("std"),
+                "min": edges[0] if edges else None,
+                "max": edges[-1] if edges else None,
+                "bins": len(f.get("fractions") or levels or []),
+                "bin_edges": edges,
+                "fractions": f.get("fractions") or None,
+                "levels": dict(levels) if levels else None,
+            }
+        )
+    return rows
+
+
+def trial_rows(run: str, trials: Mapping[str, Any]) -> list[JSON]:
+    """A search's trials.json (best first) as comparison rows: `run`, `trial`, `rank`, `ok`,
+    `score`, `param.<name>`, `fit_seconds`, `reason`."""
+    rows: list[JSON] = []
+    for t in trials.get("trials") or []:
+        row: JSON = {
+            "run": run,
+            "trial": t.get("index"),
+            "rank": t.get("rank"),
+            "ok": t.get("ok"),
+            "score": t.get("score"),
+        }
+        for key, value in sorted((t.get("params") or {}).items()):
+            row[f"param.{key}"] = value if not isinstance(value, list | dict) else repr(value)
+        row["fit_seconds"] = t.get("fitSeconds")
+        row["reason"] = t.get("reason") or ""
+        rows.append(row)
+    return rows
+
+
+def trial_rows_from_status(run: str, search: Mapping[str, Any]) -> list[JSON]:
+    """The trials a TrainingRun's status keeps (the best few and the first failures), when
+    trials.json cannot be read: the same columns as `trial_rows`."""
+    table: list[JSON] = []
+    for rank, t in enumerate(search.get("top") or [], start=1):
+        try:
+            params = json.loads(t.get("params") or "{}")
+        except ValueError:
+            params = {}
+        table.append(
+            {"index": t.get("index"), "rank": rank, "ok": True, "score": t.get("score"), "params": params}
+        )
+    for t in search.get("failures") or []:
+        table.append({"index": t.get("index"), "ok": False, "reason": t.get("reason")})
+    return trial_rows(run, {"trials": table})

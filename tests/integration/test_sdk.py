@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import mlkube
+from mlkube_devcluster.testing import wait_for
 from mlkube_operator.api.trainingrun import TrainingRunSpec
 
 from .helpers import get_cr, kubectl
@@ -54,9 +55,19 @@ def test_quickstart_from_a_dataframe_to_a_served_model(sdk: mlkube.Session, dev_
     )
     assert cm["metadata"]["ownerReferences"][0]["uid"] == live_ds["metadata"]["uid"]
     assert ds.status.rows == 150 and ds.ready
+    # The full profile, read from the artifact volume by a reader pod (the PVC is not reachable from here).
     profile = ds.profile
-    assert sorted(profile.index) == sorted(scope["df"].columns)
+    df = scope["df"]
+    assert sorted(profile.index) == sorted(df.columns)
     assert profile.loc["target", "role"] == "target"
+    feature = "petal length (cm)"
+    assert profile.loc[feature, "mean"] == pytest.approx(df[feature].mean())
+    assert profile.loc[feature, "std"] == pytest.approx(df[feature].std(ddof=0))
+    assert (
+        profile.loc[feature, "min"] <= df[feature].min() and profile.loc[feature, "max"] >= df[feature].max()
+    )
+    assert profile.loc[feature, "missing"] == 0 and profile.loc[feature, "bins"] >= 2
+    _no_reader_pods_left(dev_cluster, ns)
 
     # The run: the estimator instance became the spec, the model and metrics are in status.
     live_run = get_cr(api, "trainingruns", ns, run.name)
@@ -109,6 +120,44 @@ def test_quickstart_from_a_dataframe_to_a_served_model(sdk: mlkube.Session, dev_
     assert repr(run).startswith(f"<Run {ns}/{run.name}: Succeeded=True (Trained)")
     html = md._repr_html_()
     assert "<b>ModelDeployment</b>" in html and "Serving" in html and "<th>Reason</th>" in html
+
+
+def _no_reader_pods_left(dev_cluster: Any, ns: str) -> None:
+    def gone() -> bool:
+        out = kubectl(
+            dev_cluster.kubeconfig, "-n", ns, "get", "pods", "-l", "mlkube.io/artifact-reader", "-o", "name"
+        )
+        return out.strip() == ""
+
+    wait_for(gone, timeout=30, what="the artifact reader pod deleted")
+
+
+def test_a_search_run_shows_its_trials(sdk: mlkube.Session, dev_cluster: Any) -> None:
+    from sklearn.datasets import load_iris
+
+    df = load_iris(as_frame=True).frame
+    ds = mlkube.Dataset.from_dataframe(df, name="iris-s", target="target").wait(timeout=300, progress=False)
+    plain = mlkube.train(ds, "sklearn.tree.DecisionTreeClassifier", {"max_depth": 2}).wait(
+        600, progress=False
+    )
+    search = {"type": "Grid", "metric": "accuracy", "cv": 3, "space": {"max_depth": {"values": [1, 3, 5]}}}
+    run = mlkube.train(ds, "sklearn.tree.DecisionTreeClassifier", search=search).wait(600, progress=False)
+
+    trials = run.trials  # trials.json read from the artifact volume by a reader pod
+    assert len(trials) == 3 and sorted(trials["param.max_depth"]) == [1, 3, 5]
+    assert list(trials["rank"]) == [1, 2, 3] and trials["ok"].all()
+    assert list(trials["score"]) == sorted(trials["score"], reverse=True)  # best first
+    best = trials.iloc[0]
+    assert run.status.search is not None and run.status.search.best_index == best["trial"]
+    assert best["score"] == pytest.approx(run.status.search.best_score)
+    _no_reader_pods_left(dev_cluster, sdk.namespace)
+
+    table = mlkube.compare([plain, run], trials=True)
+    assert list(table.index) == [plain.name] + [run.name] * 3
+    assert table.loc[plain.name, "param.max_depth"] == 2 and table.loc[plain.name, "metric.accuracy"] > 0
+    assert list(table.loc[run.name, "trial"]) == list(trials["trial"])
+    # Without trials: one row per run, the search run with its best trial's parameters.
+    assert mlkube.compare([plain, run]).loc[run.name, "param.max_depth"] == best["param.max_depth"]
 
 
 def test_failures_raise_typed_errors(sdk: mlkube.Session) -> None:

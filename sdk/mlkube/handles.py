@@ -31,6 +31,7 @@ from .errors import (
     DatasetNotReady,
     DataTooLarge,
     InvalidSpec,
+    MlkubeError,
     ModelNotReady,
     NotFound,
     PredictionError,
@@ -463,7 +464,7 @@ class Run(_Handle):
                     read_artifact(self.session, str(search["trialsUri"]), search.get("jobName"))
                 )
                 rows = specs.trial_rows(self.name, data)
-            except (NotFound, WaitTimeout, ValueError):
+            except (MlkubeError, ValueError):  # unreadable, gone, or no RBAC for reader pods
                 rows = []
         if not rows:
             rows = specs.trial_rows_from_status(self.name, search)

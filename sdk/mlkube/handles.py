@@ -231,8 +231,10 @@ class Dataset(_Handle):
         size = len(text.encode())
         if size > specs.CONFIGMAP_LIMIT_BYTES:
             raise DataTooLarge(
-                f"the CSV is {size} bytes, more than a ConfigMap holds ({specs.CONFIGMAP_LIMIT_BYTES}); "
-                "put it where the cluster can read it and use Dataset.from_url, from_s3 or from_sql",
+                f"the CSV is {size:,} bytes, more than a ConfigMap holds ({specs.CONFIGMAP_LIMIT_BYTES:,}); "
+                "upload it to object storage with from_dataframe(..., upload='s3://bucket/prefix', "
+                "endpoint=..., credentials_secret=...), or put it where the cluster can read it "
+                "and use Dataset.from_url, from_s3 or from_sql",
                 reason="DataTooLarge",
                 kind="Dataset",
                 name=name,
@@ -258,9 +260,25 @@ class Dataset(_Handle):
 
     @classmethod
     def from_dataframe(
-        cls, df: pd.DataFrame, *, name: str, target: str, sess: Session | None = None, **spec: Any
+        cls,
+        df: pd.DataFrame,
+        *,
+        name: str,
+        target: str,
+        upload: str | None = None,
+        endpoint: str | None = None,
+        region: str = "us-east-1",
+        credentials_secret: str | None = None,
+        sess: Session | None = None,
+        **spec: Any,
     ) -> Dataset:
-        """A small table (at most 1,000,000 bytes as CSV) stored in a ConfigMap; see docs/sdk.md."""
+        """A local table as a Dataset; see docs/sdk.md.
+
+        Without `upload`: stored in a ConfigMap, at most 1,000,000 bytes as CSV (DataTooLarge
+        otherwise). With `upload="s3://bucket/prefix"`: written as Parquet to that
+        S3-compatible store (`endpoint`, unset for AWS; the notebook's AWS_ACCESS_KEY_ID /
+        AWS_SECRET_ACCESS_KEY) and read by the cluster with the Secret `credentials_secret`.
+        """
         if target not in df.columns:
             raise InvalidSpec(
                 f"spec.target: {target!r} is not a column ({', '.join(map(str, df.columns))})",
@@ -268,14 +286,50 @@ class Dataset(_Handle):
                 kind="Dataset",
                 name=name,
             )
-        return cls.from_csv_text(df.to_csv(index=False), name=name, target=target, sess=sess, **spec)
+        if upload is None:
+            return cls.from_csv_text(df.to_csv(index=False), name=name, target=target, sess=sess, **spec)
+        from .upload import upload_table
+
+        s = session(sess)
+        specs.parse_spec(
+            DatasetSpec,
+            {"source": {"s3": {"uri": "s3://check/x.parquet"}}, "target": target, **spec},
+            "Dataset",
+            name,
+        )  # a bad spec is refused before anything is written
+        uri = upload_table(df, upload, s.namespace, name, endpoint, region)
+        return cls.from_s3(
+            uri,
+            name=name,
+            target=target,
+            format="parquet",
+            endpoint=endpoint,
+            region=region,
+            credentials_secret=credentials_secret,
+            sess=s,
+            **spec,
+        )
 
     @classmethod
     def from_csv(
-        cls, path: str | Path, *, name: str, target: str, sess: Session | None = None, **spec: Any
+        cls,
+        path: str | Path,
+        *,
+        name: str,
+        target: str,
+        upload: str | None = None,
+        sess: Session | None = None,
+        **kwargs: Any,
     ) -> Dataset:
-        """A local CSV file (at most 1,000,000 bytes) stored in a ConfigMap."""
-        return cls.from_csv_text(Path(path).read_text(), name=name, target=target, sess=sess, **spec)
+        """A local CSV file: in a ConfigMap (at most 1,000,000 bytes), or with `upload` (and
+        `endpoint`, `region`, `credentials_secret`) as Parquet in object storage."""
+        if upload is not None:
+            import pandas as pd
+
+            return cls.from_dataframe(
+                pd.read_csv(path), name=name, target=target, upload=upload, sess=sess, **kwargs
+            )
+        return cls.from_csv_text(Path(path).read_text(), name=name, target=target, sess=sess, **kwargs)
 
     @classmethod
     def from_url(
@@ -293,6 +347,7 @@ class Dataset(_Handle):
         target: str,
         format: str = "parquet",
         endpoint: str | None = None,
+        region: str | None = None,
         credentials_secret: str | None = None,
         sess: Session | None = None,
         **spec: Any,
@@ -301,6 +356,8 @@ class Dataset(_Handle):
         source: JSON = {"uri": uri, "format": format}
         if endpoint:
             source["endpoint"] = endpoint
+        if region:
+            source["region"] = region
         if credentials_secret:
             source["credentialsSecret"] = {"name": credentials_secret}
         return cls.create(name, {"source": {"s3": source}, "target": target, **spec}, sess)

@@ -160,7 +160,9 @@ def test_rows_from_a_dataframe_an_array_and_one_row() -> None:
 def test_a_table_too_large_for_a_configmap_is_refused_before_anything_is_written() -> None:
     big = pd.DataFrame({"x": np.arange(200_000) / 7.0, "y": 0})
     assert len(big.to_csv(index=False).encode()) > specs.CONFIGMAP_LIMIT_BYTES
-    with pytest.raises(mlkube.DataTooLarge, match=r"use Dataset\.from_url, from_s3 or from_sql"):
+    with pytest.raises(
+        mlkube.DataTooLarge, match=r"upload='s3://bucket/prefix'.*use Dataset\.from_url, from_s3 or from_sql"
+    ):
         mlkube.Dataset.from_dataframe(big, name="big", target="y")
     with pytest.raises(mlkube.InvalidSpec, match="'label' is not a column"):
         mlkube.Dataset.from_dataframe(big.head(), name="big", target="label")

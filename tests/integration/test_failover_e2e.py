@@ -8,6 +8,7 @@ deterministic child names and guarded status writes, which is the point.)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,84 @@ def test_leader_killed_mid_profiling_and_mid_training(
         assert profile_jobs == ["digits-profile-1"]
         events = kubectl(kc, "-n", namespace, "get", "events", "-o", "jsonpath={.items[*].reason}").split()
         assert events.count("Trained") <= 1 and events.count("Profiled") <= 1, events  # no duplicates
+    finally:
+        for r in (a, b):
+            r.proc.stop()
+
+
+def test_leader_killed_mid_rollout(dev_cluster: Any, namespace: str, tmp_path: Path) -> None:
+    """A new model rolls out; the leader dies in the middle: one rollout, to the new model, status right."""
+    from .helpers import get_cr, iris_stack
+    from .test_serving_e2e import served_shas
+
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    env = {
+        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
+        "MLKUBE_NAMESPACES": namespace,
+        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
+        "MLKUBE_LEADER_LEASE_DURATION_SECONDS": "6",
+        "MLKUBE_LEADER_RENEW_DEADLINE_SECONDS": "4",
+        "MLKUBE_LEADER_RETRY_PERIOD_SECONDS": "1",
+    }
+    a, b = (Replica(dev_cluster, namespace, tmp_path, name, env) for name in ("replica-a", "replica-b"))
+    try:
+        a.proc.start()
+        wait_for(a.leads, 90, "replica a to lead", interval=0.2)
+        b.proc.start()
+        wait_for(b.ready, 90, "replica b to stand by", interval=0.2)
+        kubectl(
+            kc,
+            "-n",
+            namespace,
+            "apply",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump_all(iris_stack("iris-lr", {"replicas": 2})),
+        )
+        kubectl(
+            kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s"
+        )
+        first = get_cr(api, "modeldeployments", namespace, "iris")
+        assert first is not None
+        first_sha = first["status"]["currentModel"]["sha256"]
+        patch = '{"spec":{"estimator":{"params":{"max_iter":300,"C":0.3}}}}'
+        kubectl(kc, "-n", namespace, "patch", "trainingrun", "iris-lr", "--type=merge", "-p", patch)
+
+        def rolling_out() -> bool:
+            cond = condition(get_cr(api, "modeldeployments", namespace, "iris"), "Progressing")
+            return cond is not None and cond["status"] == "True"
+
+        wait_for(rolling_out, 240, "the rollout of the new model to start", interval=0.1)
+        a.proc.kill()  # mid-rollout
+        wait_for(b.leads, 60, "replica b to take over", interval=0.1)
+        second_sha = wait_condition(api, "trainingruns", namespace, "iris-lr", "Succeeded")["status"][
+            "model"
+        ]["sha256"]
+        assert second_sha != first_sha
+
+        def rolled() -> dict[str, Any] | None:
+            obj = get_cr(api, "modeldeployments", namespace, "iris")
+            status = (obj or {}).get("status") or {}
+            ready = condition(obj, "Ready") or {}
+            done = (status.get("currentModel") or {}).get("sha256") == second_sha and ready.get(
+                "status"
+            ) == "True"
+            return obj if done and served_shas(api, namespace) == {second_sha} else None
+
+        md = wait_for(rolled, 240, "the rollout to finish under the new leader")
+        assert md["status"]["previousModel"]["sha256"] == first_sha
+        assert md["status"].get("rollbacks", 0) == 0 and not md["status"].get("candidateModel")
+        predictor = json.loads(
+            kubectl(kc, "-n", namespace, "get", "deployment", "iris-predictor", "-o", "json")
+        )
+        # One rollout: the Deployment's second revision, however many reconciles applied it.
+        assert predictor["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+        assert [
+            j["metadata"]["name"] for j in jobs_of(api, namespace, f"{C.LABEL_TRAINING_RUN}=iris-lr")
+        ] == [
+            "iris-lr-train-1",
+            "iris-lr-train-2",
+        ]
     finally:
         for r in (a, b):
             r.proc.stop()

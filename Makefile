@@ -64,7 +64,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
 	$(MAKE) --no-print-directory lint typecheck imports
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider --durations=40
 
 unit: $(STAMP)
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops tests/sources

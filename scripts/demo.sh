@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded local default: a real control plane on this machine,
-# the operator, and the iris example from Dataset to a served, queried model.
+# the operator in-cluster, and the iris example from Dataset to a served model that is
+# promoted through a canary, watched, and rolled back when its traffic drifts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ns="${MLKUBE_DEMO_NAMESPACE:-mlkube-demo}"
@@ -9,14 +10,11 @@ ns="${MLKUBE_DEMO_NAMESPACE:-mlkube-demo}"
 kubeconfig="$(.venv/bin/mlkube dev kubeconfig)"
 k() { kubectl --kubeconfig "$kubeconfig" -n "$ns" "$@"; }
 
-kubectl --kubeconfig "$kubeconfig" create namespace "$ns" --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply -f -
-k apply -f examples/iris/
-echo "== waiting for the Dataset to be profiled"
-k wait --for=condition=Ready dataset/iris --timeout=300s
-echo "== waiting for the TrainingRun to succeed"
-k wait --for=condition=Succeeded trainingrun/iris-rf --timeout=600s
-echo "== waiting for the ModelDeployment to serve"
-k wait --for=condition=Ready modeldeployment/iris --timeout=300s
+# The whole closed loop, told as a timeline: examples/iris profiled, trained and served;
+# a second model generation promoted through a canary on its own traffic; then drifted
+# traffic until the operator rolls back (see `mlkube demo --help`, `--json` for a summary).
+.venv/bin/mlkube demo --namespace "$ns"
+echo
 k get mlkube -o wide
 
 # Through the front door: the predictor's Service, as any client in or out of the cluster.

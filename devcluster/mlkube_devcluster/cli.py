@@ -81,6 +81,9 @@ def register(sub: Any) -> None:
         description="Run examples/iris on the dev cluster end to end and print what the operator did.",
     )
     demo.add_argument("--json", action="store_true", help="print one JSON summary instead of the timeline")
+    demo.add_argument(
+        "--namespace", default="mlkube-demo", help="namespace to run the demo in (default: mlkube-demo)"
+    )
     demo.set_defaults(func=_demo)
 
     dev = sub.add_parser(

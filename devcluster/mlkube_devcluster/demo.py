@@ -29,7 +29,6 @@ from typing import Any
 from .binaries import find_binaries, repo_root
 from .state import StateDir
 
-NAMESPACE = "mlkube-demo"
 RATE = 20.0  # requests per second through the Service
 # Iris rows by class (sepal length, sepal width, petal length, petal width): means and sds.
 CLASSES = (
@@ -61,8 +60,9 @@ class Story:
 
 
 class Kubectl:
-    def __init__(self, kubeconfig: Path, bins: Path) -> None:
-        self.base = [str(bins / "kubectl"), "--kubeconfig", str(kubeconfig), "-n", NAMESPACE]
+    def __init__(self, kubeconfig: Path, bins: Path, namespace: str) -> None:
+        self.namespace = namespace
+        self.base = [str(bins / "kubectl"), "--kubeconfig", str(kubeconfig), "-n", namespace]
 
     def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         proc = subprocess.run(
@@ -177,7 +177,7 @@ def _watch(
     )
 
 
-def run(quiet: bool) -> dict[str, Any]:
+def run(quiet: bool, namespace: str) -> dict[str, Any]:
     root = repo_root()
     if root is None:
         raise RuntimeError("mlkube demo runs from the mlkube source checkout (it applies examples/iris)")
@@ -186,9 +186,9 @@ def run(quiet: bool) -> dict[str, Any]:
     story = Story()
     result = cluster.up(None)
     story.add("cluster up", quiet, seconds=round(result.timings.get("total", 0.0), 1))
-    k = Kubectl(StateDir(None).kubeconfig, find_binaries(build=False))
+    k = Kubectl(StateDir(None).kubeconfig, find_binaries(build=False), namespace)
     subprocess.run(
-        [*k.base[:3], "create", "namespace", NAMESPACE],
+        [*k.base[:3], "create", "namespace", namespace],
         capture_output=True,
         text=True,
         check=False,
@@ -283,7 +283,7 @@ def run(quiet: bool) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        summary = run(quiet=args.json)
+        summary = run(quiet=args.json, namespace=args.namespace)
     except Exception as exc:
         print(f"mlkube demo: {exc}", file=sys.stderr)
         return 1
@@ -307,5 +307,5 @@ def main(args: argparse.Namespace) -> int:
         f"Query it yourself: curl -X POST {summary['deployment']['service']} -H 'Content-Type: application/json' "
         "-d '{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}'"
     )
-    print("Undo the rollback pin with: mlkube rollout unpin iris -n mlkube-demo")
+    print(f"Undo the rollback pin with: mlkube rollout unpin iris -n {args.namespace}")
     return 0

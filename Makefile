@@ -64,7 +64,11 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
 	$(MAKE) --no-print-directory lint typecheck imports
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider --durations=40
+	@# First the tests that stay in their own namespace, three at a time (they mostly wait on
+	@# pods and Jobs); then, one at a time, those that stop the operator or the node.
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist loadfile \
+	  -m "not exclusive and not host_operator" --durations=30
+	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider -m "exclusive or host_operator" --durations=15
 
 unit: $(STAMP)
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops tests/sources

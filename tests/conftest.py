@@ -8,15 +8,22 @@ developer's cluster (MLKUBE_TEST_DEV_DIR or MLKUBE_DEV_DIR name another state di
 and isolate themselves by namespace. A cluster the session started is stopped at the end
 (`down`, which keeps its data and images for the next run); one that was running is left
 running.
+
+Under pytest-xdist (`make test` runs `-n 3`), the workers build and bring up the cluster
+one at a time (a file lock), no worker stops it, and the controller stops it at the end
+if it was not running when the run began. Tests marked `exclusive` or `host_operator`
+change the cluster for every namespace, so `make test` runs them in a second, serial pass.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +37,46 @@ from servers import PostgresServer, S3Server, ServerUnavailable, postgres_server
 
 _BINARIES_ERROR = pytest.StashKey[str]()
 _S3_ERROR = pytest.StashKey[str]()
+_WAS_RUNNING = pytest.StashKey[bool]()
+
+
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return not _xdist_worker() and bool(getattr(config.option, "numprocesses", None))
+
+
+def _test_state() -> StateDir:
+    chosen = os.environ.get("MLKUBE_TEST_DEV_DIR")
+    return StateDir(Path(chosen) if chosen else None)
+
+
+@contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """One holder at a time on this machine (xdist workers building or starting the cluster)."""
+    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlkube" / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _xdist_controller(config):
+        config.stash[_WAS_RUNNING] = cluster.status(_test_state().root).running
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller stops the cluster its workers started (none of them does)."""
+    if _xdist_controller(config) and not config.stash.get(_WAS_RUNNING, True):
+        state = _test_state()
+        if cluster.status(state.root).running:
+            cluster.down(state.root)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -39,14 +86,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             os.environ["MLKUBE_WEED"] = weed_binary()
         except ServerUnavailable as exc:
             session.config.stash[_S3_ERROR] = str(exc)
-    if not any(item.get_closest_marker("cluster") for item in session.items):
+    if session.config.option.collectonly or not any(
+        item.get_closest_marker("cluster") for item in session.items
+    ):
         return
     try:
-        find_binaries(build=True)
-        # The images and node tools too: building them can take minutes, which must not
-        # count against the first cluster test's timeout.
-        images.build_mlkube_images()
-        images.node_images(images.node_tools_dir())
+        with _machine_lock("test-build"):
+            find_binaries(build=True)
+            # The images and node tools too: building them can take minutes, which must not
+            # count against the first cluster test's timeout.
+            images.build_mlkube_images()
+            images.node_images(images.node_tools_dir())
     except (BinariesNotFound, images.ImageError) as exc:
         session.config.stash[_BINARIES_ERROR] = str(exc)
 
@@ -59,11 +109,11 @@ def dev_cluster(request: pytest.FixtureRequest) -> Iterator[DevClusterHandle]:
     error = request.config.stash.get(_BINARIES_ERROR, None)
     if error:
         pytest.fail(f"dev cluster unavailable: {error}", pytrace=False)
-    chosen = os.environ.get("MLKUBE_TEST_DEV_DIR")
-    state = StateDir(Path(chosen) if chosen else None)
-    was_running = cluster.status(state.root).running
+    state = _test_state()
     try:
-        result = cluster.up(state.root, operator="cluster", timeout=300)
+        with _machine_lock("test-cluster-up"):
+            was_running = cluster.status(state.root).running
+            result = cluster.up(state.root, operator="cluster", timeout=300)
     except Exception as exc:
         pytest.fail(f"mlkube dev up failed for {state.root}: {exc}", pytrace=False)
     bins = find_binaries(build=False)
@@ -82,7 +132,7 @@ def dev_cluster(request: pytest.FixtureRequest) -> Iterator[DevClusterHandle]:
         yield handle
     finally:
         api.close()
-        if not was_running:
+        if not was_running and not _xdist_worker():
             cluster.down(state.root)
 
 
@@ -98,7 +148,8 @@ def namespace(dev_cluster: DevClusterHandle, request: pytest.FixtureRequest) -> 
     if not cluster.status(dev_cluster.state_dir).running:
         # A test that stopped or broke the cluster (down/up, killed components) must not
         # take the rest of the session with it.
-        cluster.up(dev_cluster.state_dir, operator="cluster", timeout=300)
+        with _machine_lock("test-cluster-up"):
+            cluster.up(dev_cluster.state_dir, operator="cluster", timeout=300)
     core = kubernetes.client.CoreV1Api(dev_cluster.api_client)
     name = f"{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
     meta = kubernetes.client.V1ObjectMeta(name=name, labels={"mlkube.io/test": "true"})

@@ -86,6 +86,7 @@ def cond_is(type_: str, status: str, reason: str | None = None) -> Any:
     return pred
 
 
+@pytest.mark.exclusive
 def test_health_scripts_on_every_state_of_the_three_kinds(
     dev_cluster: Any, namespace: str, mlkube_operator: Any, tmp_path: Path
 ) -> None:

@@ -24,7 +24,7 @@ from mlkube_devcluster import cluster, images, node, procs
 from mlkube_devcluster.state import BRIDGE, StateDir
 from mlkube_devcluster.testing import DevClusterHandle, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
 
 WAIT = 120.0
 SERVER = images.mlkube_image("server")

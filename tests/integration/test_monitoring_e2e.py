@@ -480,6 +480,7 @@ def test_canary_without_traffic_is_inconclusive_then_unpinned_and_promoted_by_ha
     assert "ManualAction" in event_reasons(kc, namespace, "ModelDeployment")
 
 
+@pytest.mark.exclusive
 def test_after_an_operator_restart_the_open_window_continues_from_status(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:

@@ -305,6 +305,7 @@ def test_spec_change_retrains_and_keeps_the_old_result(
     assert artifact_host_path(api, namespace, old_model["uri"], C.ARTIFACT_MOUNT).exists()
 
 
+@pytest.mark.exclusive
 def test_operator_restarts_never_duplicate_jobs(
     dev_cluster: Any, namespace: str, mlkube_operator: Any
 ) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from .helpers import get_cr, iris_stack, kubectl, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
 
 OLD_FINALIZER = "mlkube.io/finalizer"
 

@@ -218,11 +218,20 @@ def run(quiet: bool, namespace: str) -> dict[str, Any]:
             "iris-rf",
             "--type=merge",
             "-p",
-            '{"spec":{"estimator":{"params":{"n_estimators":80}}}}',
+            '{"spec":{"estimator":{"params":{"max_depth":4}}}}',
         )
-        story.add("TrainingRun iris-rf changed: generation 2 trains", quiet)
+        story.add("TrainingRun iris-rf changed (max_depth 5 -> 4): generation 2 trains", quiet)
 
         def promoted(md: dict[str, Any]) -> bool:
+            run = k.obj("trainingrun", "iris-rf")
+            done = _cond(run, "Succeeded")
+            if (
+                done.get("status") == "False"
+                and done.get("observedGeneration") == run["metadata"]["generation"]
+            ):
+                raise RuntimeError(
+                    f"generation 2 of iris-rf failed: {done.get('reason')}: {done.get('message')}"
+                )
             st = md.get("status", {})
             cur = (st.get("currentModel") or {}).get("sha256")
             return bool(cur and cur != first and st.get("state") == "Steady")

@@ -21,7 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,7 @@ class Traffic:
         self.rng = random.Random(seed)
         self.sent = 0
         self.errors = 0
+        self.error_kinds: Counter[str] = Counter()
         self.drifted = False
         self.onset: int | None = None
         self.stop = threading.Event()
@@ -110,8 +113,12 @@ class Traffic:
             try:
                 with urllib.request.urlopen(req, timeout=5) as resp:
                     resp.read()
-            except OSError:
+            except urllib.error.HTTPError as exc:
                 self.errors += 1
+                self.error_kinds[f"HTTP {exc.code}"] += 1
+            except OSError as exc:
+                self.errors += 1
+                self.error_kinds[type(getattr(exc, "reason", exc)).__name__] += 1
             self.sent += 1
             time.sleep(1.0 / RATE)
 
@@ -275,7 +282,12 @@ def run(quiet: bool, namespace: str) -> dict[str, Any]:
             "rejectedModels": [m.get("sha256") for m in st.get("rejectedModels") or []],
             "events": sorted({r for r in reasons if r}),
         },
-        "traffic": {"requests": traffic.sent, "errors": traffic.errors, "ratePerSecond": RATE},
+        "traffic": {
+            "requests": traffic.sent,
+            "errors": traffic.errors,
+            "errorKinds": dict(traffic.error_kinds),
+            "ratePerSecond": RATE,
+        },
         "drift": {
             "onsetRequest": onset,
             "firstDegradedVerdictRequest": detected.get("degraded"),

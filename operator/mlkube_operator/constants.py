@@ -87,6 +87,10 @@ LABEL_TRACK: Final = "mlkube.io/track"
 COMPONENT_PREDICTOR: Final = "predictor"
 ANNOTATION_MODEL_SHA: Final = "mlkube.io/model-sha256"
 SERVING_PORT_NAME: Final = "http"
+# A predictor asked to stop keeps serving this long first: its removal from the Service's
+# endpoints reaches kube-proxy (and any ingress) asynchronously, and until it has, new
+# connections still arrive. Without it, every rollout and rollback refuses some requests.
+PREDICTOR_DRAIN_SECONDS: Final = 5
 
 REASON_MODEL_NOT_READY: Final = "ModelNotReady"
 REASON_ROLLING_OUT: Final = "RollingOut"

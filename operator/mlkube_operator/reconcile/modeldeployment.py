@@ -200,6 +200,7 @@ def build_predictor(
             "periodSeconds": 2,
             "failureThreshold": 3,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": C.PREDICTOR_DRAIN_SECONDS}}},
         "livenessProbe": {
             "httpGet": {"path": "/v2/health/live", "port": C.SERVING_PORT_NAME},
             "initialDelaySeconds": 10,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -73,7 +74,12 @@ def test_feedback_through_the_service_counts_every_label(
     # second for at most 30 s, until two replicas have answered through the Service.
     seen: set[str] = set()
     for _ in range(300):
-        probe = _post(f"{base}/v1/models/iris:predict", {"instances": ROWS[:1]})
+        try:
+            probe = _post(f"{base}/v1/models/iris:predict", {"instances": ROWS[:1]})
+        except urllib.error.URLError:
+            # Until kube-proxy has synced, a Service with no programmed endpoints rejects.
+            time.sleep(0.1)
+            continue
         seen.add(probe["id"].split("-", 1)[0])
         if len(seen) >= 2:
             break

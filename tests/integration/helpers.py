@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,25 @@ def wait_ready_endpoints(
         return addresses if len(addresses) == count else None
 
     return wait_for(ready, timeout, f"{count} ready endpoints of Service {namespace}/{service}")
+
+
+def wait_routed(base_url: str, timeout: float = 60) -> None:
+    """Wait until `base_url` (a Service's ClusterIP and port) answers over HTTP.
+
+    kube-proxy programs a Service's endpoints a moment after the EndpointSlice lists them,
+    and until then a Service without programmed endpoints rejects connections.
+    """
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=5) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    wait_for(answers, timeout, f"{base_url} to answer through kube-proxy", interval=0.2)
 
 
 def jobs_of(api: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:

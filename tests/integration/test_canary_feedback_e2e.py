@@ -22,7 +22,7 @@ import yaml
 from mlkube_devcluster.testing import wait_for
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl, wait_ready_endpoints
+from .helpers import get_cr, iris_stack, kubectl, wait_ready_endpoints, wait_routed
 
 pytestmark = pytest.mark.cluster
 
@@ -109,6 +109,7 @@ def test_canary_labels_count_for_the_model_that_predicted_them(
     wait_ready_endpoints(api, namespace, "iris", 2)
     service = json.loads(kubectl(kc, "-n", namespace, "get", "service", "iris", "-o", "json"))
     base = f"http://{service['spec']['clusterIP']}"
+    wait_routed(base)
 
     # Predictions through the Service until both models answered (kube-proxy may need a
     # second to route to both), then 80 more; the answer's version names the model.

@@ -24,7 +24,7 @@ from mlkube_devcluster import cluster, images, node, procs
 from mlkube_devcluster.state import BRIDGE, StateDir
 from mlkube_devcluster.testing import DevClusterHandle, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
+pytestmark = pytest.mark.cluster
 
 WAIT = 120.0
 SERVER = images.mlkube_image("server")
@@ -286,6 +286,7 @@ def _host_state(state: StateDir) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(1200)
+@pytest.mark.exclusive
 def test_down_undoes_host_changes_and_up_brings_back_the_same_cluster(dev_cluster: DevClusterHandle) -> None:
     state = StateDir(dev_cluster.state_dir)
     changes = json.loads(state.host_changes.read_text())
@@ -338,6 +339,7 @@ def _cmdlines() -> list[bytes]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("component", ["kubelet", "containerd"])
+@pytest.mark.exclusive
 def test_killed_node_component_recovers_running_pods(
     dev_cluster: DevClusterHandle, namespace: str, component: str
 ) -> None:

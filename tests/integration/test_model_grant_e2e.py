@@ -30,7 +30,7 @@ from mlkube_devcluster.testing import wait_for
 from mlkube_operator import constants as C
 from servers import S3Server, s3_server
 
-from .helpers import condition, get_cr, kubectl, wait_condition, wait_ready_endpoints
+from .helpers import condition, get_cr, kubectl, wait_condition, wait_ready_endpoints, wait_routed
 from .operator_proc import OperatorProcess
 from .test_training_e2e import apply
 
@@ -177,6 +177,7 @@ def _scenario(kc: str, api: Any, owner: str, consumer: str, s3: S3Server, store:
     assert "share-iris" in listing and f"{consumer} -> iris-rf" in listing
     ip = kubernetes.client.CoreV1Api(api).read_namespaced_service("iris", consumer).spec.cluster_ip
     wait_ready_endpoints(api, consumer, "iris", 1)
+    wait_routed(f"http://{ip}")
     assert len(predict(ip)["predictions"]) == 2
     assert served_sha(api, consumer, ip) == first_sha
 

@@ -46,11 +46,14 @@ def pods(api: kubernetes.client.ApiClient, namespace: str, selector: str) -> lis
 
 
 def get(url: str) -> tuple[int, str]:
+    """Status and body; 0 and the error while nothing listens yet (a pod still starting)."""
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+    except urllib.error.URLError as err:
+        return 0, str(err.reason)
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -428,6 +428,20 @@ def test_a_canary_worse_than_the_stable_pods_never_promotes() -> None:
     assert w.serving() == A
 
 
+def test_a_healthy_canary_waits_until_the_stable_pods_can_be_compared() -> None:
+    w = canary_world()
+    w.reconcile(seconds=60)  # past the step's pause
+    unasked = compare(counts(400, 0), Counts(requests={}, predictions={}))
+    assert not unasked.enough and not unasked.worse
+    w.judge(Verdict.HEALTHY, comparison=unasked)  # Healthy on its own, but the stable pods had no requests
+    assert w.status["canary"]["step"] == 0
+    assert "not yet compared with the stable pods" in w.status["canary"]["holdReason"]
+    both = compare(counts(400, 0), counts(400, 0))
+    assert both.enough and not both.worse
+    w.judge(Verdict.HEALTHY, comparison=both)
+    assert w.status["canary"]["step"] == 1
+
+
 def test_a_rollback_during_a_canary_is_the_canarys_abort_not_the_stables_rollback() -> None:
     w = serving(world(strategy="Canary"), A, B)
     w.run = training_run("iris-rf", C3)

@@ -61,6 +61,10 @@ class Check:
 class Comparison:
     checks: list[Check] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why a check did not run
+    # Both tracks served enough requests in the window to be compared at all. A canary
+    # judged Healthy on its own requests is still not promoted before this holds: the
+    # stable pods may simply not have been asked yet.
+    enough: bool = True
 
     @property
     def worse(self) -> bool:
@@ -167,7 +171,7 @@ def compare(
 
     corrected = alpha / max(1, len(raw))
     checks = [Check(n, c, s, p, e, worse=big and p < corrected) for n, c, s, p, e, big in raw]
-    return Comparison(checks, skipped)
+    return Comparison(checks, skipped, enough=c_n >= min_rows and s_n >= min_rows)
 
 
 __all__ = ["DEFAULT_ALPHA", "Check", "Comparison", "compare"]

@@ -1003,6 +1003,8 @@ class _Planner:
                     hold = f"{new.degraded_streak}/{spec.on_degradation.failure_limit} failing analyses: {'; '.join(failing)}"
                 elif analysis.verdict is not Verdict.HEALTHY:
                     hold = f"inconclusive: {'; '.join(analysis.reasons) or analysis.verdict.value}"
+                elif comparison is not None and not comparison.enough:
+                    hold = f"inconclusive: not yet compared with the stable pods ({comparison.summary()})"
                 elif not canary_done:
                     hold = "canary pods not ready"
                 elif not paused:

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,12 +180,34 @@ def import_images(state: StateDir, images: dict[str, str]) -> list[str]:
             saved = _podman("save", "--format", "docker-archive", "-o", str(archive), image, check=False)
             if saved.returncode != 0:
                 raise ImageError(f"podman save {image} failed: {saved.stderr.strip()[-500:]}")
-            proc = subprocess.run(
-                ["ctr", "-a", str(state.containerd_socket), "-n", "k8s.io", "images", "import", str(archive)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            # containerd right after a restart may still be settling the snapshots of an
+            # interrupted run ("parent snapshot ... does not exist"); a second import of
+            # the same archive then succeeds, so try three times before giving up.
+            for attempt in range(3):
+                proc = subprocess.run(
+                    [
+                        "ctr",
+                        "-a",
+                        str(state.containerd_socket),
+                        "-n",
+                        "k8s.io",
+                        "images",
+                        "import",
+                        str(archive),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if proc.returncode == 0:
+                    break
+                log.warning(
+                    "Importing %s into containerd failed (attempt %d): %s",
+                    image,
+                    attempt + 1,
+                    proc.stderr.strip()[-300:],
+                )
+                time.sleep(2)
         if proc.returncode != 0:
             raise ImageError(f"importing {image} into containerd failed: {proc.stderr.strip()[-500:]}")
         marker.write_text(ident + "\n")

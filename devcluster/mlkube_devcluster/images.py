@@ -182,8 +182,9 @@ def import_images(state: StateDir, images: dict[str, str]) -> list[str]:
                 raise ImageError(f"podman save {image} failed: {saved.stderr.strip()[-500:]}")
             # containerd right after a restart may still be settling the snapshots of an
             # interrupted run ("parent snapshot ... does not exist"); a second import of
-            # the same archive then succeeds, so try three times before giving up.
-            for attempt in range(3):
+            # the same archive succeeds once containerd has dropped the stale snapshot, so try
+            # five times, 2 to 16 s apart (half a minute), before giving up.
+            for attempt in range(5):
                 proc = subprocess.run(
                     [
                         "ctr",
@@ -207,7 +208,8 @@ def import_images(state: StateDir, images: dict[str, str]) -> list[str]:
                     attempt + 1,
                     proc.stderr.strip()[-300:],
                 )
-                time.sleep(2)
+                if attempt < 4:
+                    time.sleep(2 ** (attempt + 1))
         if proc.returncode != 0:
             raise ImageError(f"importing {image} into containerd failed: {proc.stderr.strip()[-500:]}")
         marker.write_text(ident + "\n")

@@ -213,14 +213,17 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
         stable, stable_partial = window_of(
             meta, spec, status.current_model.sha256, start, now, late_baseline_ok=True
         )
-        if stable_partial is None:
+        if stable_partial is not None:
+            # The stable pods cannot be compared over this step yet (their history here
+            # starts now): the step's verdict waits, or a canary Healthy on its own
+            # requests would be promoted without the worse-than-stable checks.
+            partial = f"stable pods: {stable_partial}"
+        else:
             # Labels of each track's predictions that reached the other track's pods count
             # for the model that predicted them (the canary's accuracy, and the stable's).
             window = replace(window, model_sha256=judged.sha256)  # even with no pod reporting yet
             stable = replace(stable, model_sha256=status.current_model.sha256)
             window, stable = credit_feedback(window, stable), credit_feedback(stable, window)
-        else:
-            stable = None
     if partial is not None:
         samples = round(sum(window.requests.values()))
         analysis = Analysis(

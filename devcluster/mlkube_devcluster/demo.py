@@ -30,6 +30,7 @@ from typing import Any
 
 from .binaries import find_binaries, repo_root
 from .state import StateDir
+from .testing import service_answers, wait_for
 
 RATE = 20.0  # requests per second through the Service
 # Iris rows by class (sepal length, sepal width, petal length, petal width): means and sds.
@@ -131,21 +132,6 @@ class Traffic:
         self.thread.join(10)
 
 
-def _wait_routed(base: str, timeout: float) -> None:
-    """kube-proxy programs a new Service a moment after its pods are Ready; wait for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{base} did not answer within {timeout:.0f}s: {exc}") from exc
-            time.sleep(0.2)
-
-
 def _wait(k: Kubectl, what: str, timeout: int) -> None:
     k("wait", f"--for=condition={what.split('/')[0]}", what.split("/", 1)[1], f"--timeout={timeout}s")
 
@@ -230,7 +216,8 @@ def run(quiet: bool, namespace: str) -> dict[str, Any]:
     svc = k.obj("service", "iris")["spec"]
     url = f"http://{svc['clusterIP']}:{svc['ports'][0]['port']}/v1/models/iris:predict"
     first = k.obj("modeldeployment", "iris")["status"]["currentModel"]["sha256"]
-    _wait_routed(url.rsplit("/v1/", 1)[0], 60)
+    base = url.rsplit("/v1/", 1)[0]
+    wait_for(lambda: service_answers(base), 60, f"{base} to answer through kube-proxy")
     story.add("serving through the Service", quiet, url=url, model=first[:12])
 
     with Traffic(url) as traffic:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,3 +65,19 @@ def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
+
+
+def service_answers(base_url: str) -> bool:
+    """Whether `base_url` (a Service's ClusterIP and port) answers HTTP at all.
+
+    kube-proxy programs a Service's endpoints a moment after the EndpointSlice lists them;
+    until then a Service without programmed endpoints rejects connections, so traffic that
+    must reach the pods waits for this first.
+    """
+    try:
+        with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from mlkube_devcluster.testing import wait_for
+from mlkube_devcluster.testing import service_answers, wait_for
 
 
 def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -111,23 +110,17 @@ def wait_ready_endpoints(
     return wait_for(ready, timeout, f"{count} ready endpoints of Service {namespace}/{service}")
 
 
+def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST `body` as JSON (one new connection) and return the JSON answer."""
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out: dict[str, Any] = json.loads(resp.read())
+    return out
+
+
 def wait_routed(base_url: str, timeout: float = 60) -> None:
-    """Wait until `base_url` (a Service's ClusterIP and port) answers over HTTP.
-
-    kube-proxy programs a Service's endpoints a moment after the EndpointSlice lists them,
-    and until then a Service without programmed endpoints rejects connections.
-    """
-
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=5) as resp:
-                return bool(resp.status == 200)
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-
-    wait_for(answers, timeout, f"{base_url} to answer through kube-proxy", interval=0.2)
+    """Wait until a new Service answers through kube-proxy (`service_answers`)."""
+    wait_for(lambda: service_answers(base_url), timeout, f"{base_url} to answer through kube-proxy")
 
 
 def jobs_of(api: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -22,19 +22,12 @@ import yaml
 from mlkube_devcluster.testing import wait_for
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl, wait_ready_endpoints, wait_routed
+from .helpers import get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
 
 pytestmark = pytest.mark.cluster
 
 SELECTOR = f"{C.LABEL_INSTANCE}=iris,{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8]]
-
-
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        out: dict[str, Any] = json.loads(resp.read())
-    return out
 
 
 def _pod_feedback(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, float]]:
@@ -119,7 +112,7 @@ def test_canary_labels_count_for_the_model_that_predicted_them(
         n = len(predictions)
         rows = ROWS[: 1 + n % 4]
         inputs = [{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}]
-        out = _post(f"{base}/v2/models/iris/infer", {"inputs": inputs})
+        out = post_json(f"{base}/v2/models/iris/infer", {"inputs": inputs})
         predictions.append((out["id"], out["outputs"][0]["data"], out["model_version"].rsplit("-", 1)[1]))
         if both_from is None and {p[2] for p in predictions} == {stable_sha[:12], canary_sha[:12]}:
             both_from = len(predictions)
@@ -137,7 +130,7 @@ def test_canary_labels_count_for_the_model_that_predicted_them(
         truth = list(predicted)
         if n % 3 == 0:
             truth[0] = (truth[0] + 1) % 3
-        answer = _post(f"{base}/v2/models/iris/feedback", {"feedback": [{"id": rid, "label": truth}]})
+        answer = post_json(f"{base}/v2/models/iris/feedback", {"feedback": [{"id": rid, "label": truth}]})
         assert answer["accepted"] == 1 and answer["unknownIds"] == [], (n, answer)
         wrong = int(n % 3 == 0)
         expected[version[:8]][0] += len(truth) - wrong

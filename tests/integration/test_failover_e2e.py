@@ -9,6 +9,8 @@ deterministic child names and guarded status writes, which is the point.)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +19,16 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, jobs_of, kubectl, wait_condition, wait_for
+from .helpers import condition, get_cr, iris_stack, jobs_of, kubectl, wait_condition, wait_for
 from .test_leader_election import Replica
+from .test_serving_e2e import served_shas
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
 
-def test_leader_killed_mid_profiling_and_mid_training(
-    dev_cluster: Any, namespace: str, tmp_path: Path
-) -> None:
-    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+@contextmanager
+def leader_and_standby(dev_cluster: Any, namespace: str, tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
+    """Two operator processes on `namespace`: a leads, b stands by; both stopped afterwards."""
     env = {
         "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
         "MLKUBE_NAMESPACES": namespace,
@@ -42,6 +44,17 @@ def test_leader_killed_mid_profiling_and_mid_training(
         wait_for(a.leads, 90, "replica a to lead", interval=0.2)
         b.proc.start()
         wait_for(b.ready, 90, "replica b to stand by", interval=0.2)
+        yield a, b
+    finally:
+        for r in (a, b):
+            r.proc.stop()
+
+
+def test_leader_killed_mid_profiling_and_mid_training(
+    dev_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
+    with leader_and_standby(dev_cluster, namespace, tmp_path) as (a, b):
         docs = [
             {
                 "apiVersion": "mlkube.io/v1alpha1",
@@ -88,31 +101,12 @@ def test_leader_killed_mid_profiling_and_mid_training(
         assert profile_jobs == ["digits-profile-1"]
         events = kubectl(kc, "-n", namespace, "get", "events", "-o", "jsonpath={.items[*].reason}").split()
         assert events.count("Trained") <= 1 and events.count("Profiled") <= 1, events  # no duplicates
-    finally:
-        for r in (a, b):
-            r.proc.stop()
 
 
 def test_leader_killed_mid_rollout(dev_cluster: Any, namespace: str, tmp_path: Path) -> None:
     """A new model rolls out; the leader dies in the middle: one rollout, to the new model, status right."""
-    from .helpers import get_cr, iris_stack
-    from .test_serving_e2e import served_shas
-
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    env = {
-        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
-        "MLKUBE_NAMESPACES": namespace,
-        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
-        "MLKUBE_LEADER_LEASE_DURATION_SECONDS": "6",
-        "MLKUBE_LEADER_RENEW_DEADLINE_SECONDS": "4",
-        "MLKUBE_LEADER_RETRY_PERIOD_SECONDS": "1",
-    }
-    a, b = (Replica(dev_cluster, namespace, tmp_path, name, env) for name in ("replica-a", "replica-b"))
-    try:
-        a.proc.start()
-        wait_for(a.leads, 90, "replica a to lead", interval=0.2)
-        b.proc.start()
-        wait_for(b.ready, 90, "replica b to stand by", interval=0.2)
+    with leader_and_standby(dev_cluster, namespace, tmp_path) as (a, b):
         kubectl(
             kc,
             "-n",
@@ -166,6 +160,3 @@ def test_leader_killed_mid_rollout(dev_cluster: Any, namespace: str, tmp_path: P
             "iris-lr-train-1",
             "iris-lr-train-2",
         ]
-    finally:
-        for r in (a, b):
-            r.proc.stop()

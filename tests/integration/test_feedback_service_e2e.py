@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from typing import Any
 
@@ -20,19 +19,12 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl, wait_ready_endpoints
+from .helpers import get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
 
 pytestmark = pytest.mark.cluster
 
 SELECTOR = f"{C.LABEL_INSTANCE}=iris,{C.LABEL_COMPONENT}={C.COMPONENT_PREDICTOR}"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8]]
-
-
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        out: dict[str, Any] = json.loads(resp.read())
-    return out
 
 
 def _feedback_counts(api: kubernetes.client.ApiClient, namespace: str, port: int) -> dict[str, float]:
@@ -72,14 +64,10 @@ def test_feedback_through_the_service_counts_every_label(
     # kube-proxy programs new endpoints after the EndpointSlice lists them (at most once a
     # second, `minSyncPeriod`), and a burst of predictions takes less than that: probe, 10 a
     # second for at most 30 s, until two replicas have answered through the Service.
+    wait_routed(base)
     seen: set[str] = set()
     for _ in range(300):
-        try:
-            probe = _post(f"{base}/v1/models/iris:predict", {"instances": ROWS[:1]})
-        except urllib.error.URLError:
-            # Until kube-proxy has synced, a Service with no programmed endpoints rejects.
-            time.sleep(0.1)
-            continue
+        probe = post_json(f"{base}/v1/models/iris:predict", {"instances": ROWS[:1]})
         seen.add(probe["id"].split("-", 1)[0])
         if len(seen) >= 2:
             break
@@ -92,11 +80,11 @@ def test_feedback_through_the_service_counts_every_label(
     for i in range(60):
         rows = ROWS[: 1 + i % 4]
         if i % 2:
-            out = _post(f"{base}/v1/models/iris:predict", {"instances": rows})
+            out = post_json(f"{base}/v1/models/iris:predict", {"instances": rows})
             predictions.append((out["id"], out["predictions"]))
         else:
             inputs = [{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}]
-            out = _post(f"{base}/v2/models/iris/infer", {"inputs": inputs})
+            out = post_json(f"{base}/v2/models/iris/infer", {"inputs": inputs})
             predictions.append((out["id"], out["outputs"][0]["data"]))
     replicas_that_predicted = {rid.split("-", 1)[0] for rid, _ in predictions}
     assert len(replicas_that_predicted) >= 2, "the Service sent every prediction to one pod"
@@ -109,7 +97,7 @@ def test_feedback_through_the_service_counts_every_label(
         if n % 3 == 0:
             truth[0] = (truth[0] + 1) % 3
             wrong += 1
-        answer = _post(f"{base}/v2/models/iris/feedback", {"feedback": [{"id": rid, "label": truth}]})
+        answer = post_json(f"{base}/v2/models/iris/feedback", {"feedback": [{"id": rid, "label": truth}]})
         assert answer == {"accepted": 1, "unknownIds": [], "scoredRows": len(truth)}, (n, answer)
 
     after = _feedback_counts(api, namespace, pod_port)

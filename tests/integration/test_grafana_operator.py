@@ -38,7 +38,7 @@ from gitops.dashboard import (
     podmonitor_scrape_config,
 )
 
-from .helpers import condition, get_cr, iris_stack, kubectl, wait_condition, wait_for
+from .helpers import condition, get_cr, iris_stack, kubectl, post_json, wait_condition, wait_for
 from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, status
 
 pytestmark = pytest.mark.cluster
@@ -136,13 +136,6 @@ def ready(port: int) -> bool:
         return False
 
 
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        data: dict[str, Any] = json.loads(resp.read())
-        return data
-
-
 def traffic(api: Any, namespace: str, rows: list[list[float]], labels: list[int] | None = None) -> None:
     """`rows` 5 at a time to every predictor pod; with `labels`, their true labels fed back."""
     for pod in predictor_pods(api, namespace):
@@ -151,11 +144,11 @@ def traffic(api: Any, namespace: str, rows: list[list[float]], labels: list[int]
         base = f"http://{pod['status']['podIP']}:8080"
         feedback = []
         for i in range(0, len(rows), 5):
-            answer = post(f"{base}/v1/models/iris:predict", {"instances": rows[i : i + 5]})
+            answer = post_json(f"{base}/v1/models/iris:predict", {"instances": rows[i : i + 5]})
             if labels is not None:
                 feedback.append({"id": answer["id"], "label": labels[i : i + 5]})
         if feedback:
-            post(f"{base}/v2/models/iris/feedback", {"feedback": feedback})
+            post_json(f"{base}/v2/models/iris/feedback", {"feedback": feedback})
 
 
 def test_every_panel_shows_data_from_the_operator_and_predictor_pods(

@@ -18,9 +18,9 @@ import kubernetes
 import pytest
 import yaml
 
-from .helpers import condition, get_cr, iris_stack, kubectl, wait_for
+from .helpers import condition, get_cr, iris_stack, kubectl, post_json, wait_for
 from .test_leader_election import Replica
-from .test_serving_e2e import pods, post
+from .test_serving_e2e import pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 
@@ -37,7 +37,7 @@ def predict(api: Any, namespace: str) -> list[Any]:
     out = []
     for pod in pods(api, namespace):
         ip = pod["status"]["podIP"]
-        answer = post(f"http://{ip}:8080/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        answer = post_json(f"http://{ip}:8080/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
         out.append(answer["predictions"])
     return out
 

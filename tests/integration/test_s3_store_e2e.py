@@ -24,7 +24,7 @@ import pytest
 from mlkube_operator import constants as C
 from servers import S3Server, s3_server
 
-from .helpers import get_cr, iris_stack, kubectl, wait_for
+from .helpers import get_cr, iris_stack, kubectl, post_json, wait_for
 from .test_training_e2e import apply
 
 pytestmark = pytest.mark.cluster
@@ -54,13 +54,6 @@ def get(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
     except urllib.error.URLError as err:
         return 0, str(err.reason)
-
-
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        out: dict[str, Any] = json.loads(resp.read())
-    return out
 
 
 def key(uri: str) -> str:
@@ -128,7 +121,7 @@ def test_a_namespace_keeps_its_artifacts_in_its_bucket_and_serves_from_it(
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--model-uri") + 1] == model["uri"]
     ip = pod["status"]["podIP"]
-    out = post(
+    out = post_json(
         f"http://{ip}:8080/v1/models/iris:predict",
         {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
     )

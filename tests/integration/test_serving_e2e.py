@@ -16,7 +16,16 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_condition, wait_for
+from .helpers import (
+    condition,
+    event_reasons,
+    get_cr,
+    iris_stack,
+    kubectl,
+    post_json,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -29,13 +38,6 @@ def pods(api: kubernetes.client.ApiClient, namespace: str) -> list[dict[str, Any
         core.list_namespaced_pod(namespace, label_selector=SELECTOR, _preload_content=False).data
     )
     return [p for p in data["items"] if not p["metadata"].get("deletionTimestamp")]
-
-
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        out: dict[str, Any] = json.loads(resp.read())
-    return out
 
 
 def metrics(ip: str) -> str:
@@ -65,12 +67,12 @@ def test_model_deployment_serves_and_rolls_new_models(
     assert len(live) == 2 and len({p["status"]["podIP"] for p in live}) == 2
     for pod in live:
         ip = pod["status"]["podIP"]
-        out = post(
+        out = post_json(
             f"http://{ip}:8080/v1/models/iris:predict",
             {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
         )
         assert out["predictions"] == [0, 2]
-        v2 = post(
+        v2 = post_json(
             f"http://{ip}:8080/v2/models/iris/infer",
             {
                 "inputs": [
@@ -172,7 +174,7 @@ def test_model_deployment_serves_and_rolls_new_models(
     )
     assert condition(get_cr(api, "modeldeployments", namespace, "iris"), "Ready")["status"] == "True"  # type: ignore[index]
     ip = pods(api, namespace)[0]["status"]["podIP"]
-    assert post(f"http://{ip}:8080/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})[
+    assert post_json(f"http://{ip}:8080/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})[
         "predictions"
     ] == [0]
 

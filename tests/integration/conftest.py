@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,3 +44,15 @@ def _pause_cluster_operator(request: pytest.FixtureRequest) -> Iterator[None]:
     handle.stop()
     yield
     handle.start()
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, dev_cluster: Any) -> Iterator[tuple[str, Path]]:
+    """An HTTP server of the test's own on the node's address (pods reach the machine there)."""
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer((dev_cluster.node_ip, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{dev_cluster.node_ip}:{server.server_address[1]}", tmp_path
+    server.shutdown()
+    server.server_close()

@@ -8,10 +8,7 @@ following one trains again on the new contents.
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +24,6 @@ pytestmark = pytest.mark.cluster
 
 def table(seed: int) -> str:
     return "x1,x2,label\n" + "".join(f"{i},{(i * seed) % 7 * 0.5},{i % 2}\n" for i in range(60))
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path, dev_cluster: Any) -> Iterator[tuple[str, Path]]:
-    """An HTTP server of the test's own on the node's address (pods reach the machine there)."""
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
-    server = http.server.ThreadingHTTPServer((dev_cluster.node_ip, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{dev_cluster.node_ip}:{server.server_address[1]}", tmp_path
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.mark.timeout(900)

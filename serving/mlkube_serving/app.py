@@ -212,6 +212,7 @@ class ServingApp:
             else:
                 if route.reads_body:
                     self._predicting += 1
+                    self.metrics.in_flight = self._predicting
                     req.lone = self._predicting == 1 and t0 - self._last_answer > _IDLE_GAP_S
                     try:
                         self._read_headers(req)
@@ -219,6 +220,7 @@ class ServingApp:
                         reply = await route.handler(self, req)
                     finally:
                         self._predicting -= 1
+                        self.metrics.in_flight = self._predicting
                 else:
                     reply = await route.handler(self, req)
         except RequestError as exc:

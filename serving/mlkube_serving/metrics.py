@@ -269,6 +269,7 @@ class ServingMetrics(Collector):
         self.info: tuple[str, str] | None = None  # (sha256, version)
         self._class_index_of: Callable[[npt.NDArray[Any]], npt.NDArray[np.intp]] | None = None
         self.ready = False
+        self.in_flight = 0  # requests with a body between arrival and answer (set by the app)
         self.task: str | None = None
         # The profile's distributions as constant gauges, so whoever reads the counts (the
         # operator's analysis, a Grafana panel) has the reference beside them on one scrape.
@@ -494,6 +495,14 @@ class ServingMetrics(Collector):
         )
         ready.add_metric([m], 1.0 if self.ready else 0.0)
         yield ready
+        in_flight = GaugeMetricFamily(
+            "mlkube_requests_in_flight",
+            "Predict, infer and feedback requests received and not yet answered "
+            "(on SIGTERM, the ones a graceful shutdown waits for).",
+            labels=["model"],
+        )
+        in_flight.add_metric([m], float(self.in_flight))
+        yield in_flight
         if self.info is not None:
             info = GaugeMetricFamily(
                 "mlkube_model_info",

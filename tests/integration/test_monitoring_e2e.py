@@ -567,6 +567,13 @@ def test_a_canary_worse_than_the_stable_pods_never_promotes(
     wait_for(lambda: status(api, namespace).get("state") == "Canary", 240, "the canary of the constant model")
     wait_for(lambda: all_ready(api, namespace), 60, "every predictor pod to be ready")
     worse = status(api, namespace)["candidateModel"]["sha256"]
+    # The step's first look takes the stable pods' baseline (InsufficientData); traffic
+    # before it would not count for them.
+    wait_for(
+        lambda: (status(api, namespace).get("canary") or {}).get("verdict") == "InsufficientData",
+        60,
+        "the canary step's first look",
+    )
     for pod in predictor_pods(api, namespace):  # the same in-distribution rows to both tracks
         url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
         for i in range(0, len(IRIS_ROWS), 5):

@@ -69,3 +69,15 @@ def test_a_canary_step_after_an_operator_restart_counts_from_the_first_scrape() 
     assert partial is None and counts.requests == {"200": 30.0}
     _, partial = h.window(KEY, 2010.0, step, {"c": pod(530, 900.0)})  # a steady window never does this
     assert partial is not None
+
+
+def test_a_stable_pod_missing_from_the_oldest_snapshot_counts_from_its_own_first_scrape() -> None:
+    # Seen on the dev cluster: the stable model's history began with pods that were later
+    # replaced, so "the oldest snapshot" never held the new pods and they stayed uncounted.
+    h = History()
+    h.window(KEY, 900.0, 800.0, {"old": pod(10, 0.0)})
+    step = 1000.0
+    _, partial = h.window(KEY, 1005.0, step, {"new": pod(50, 950.0)}, late_baseline_ok=True)
+    assert partial is not None  # older than the step, never scraped before: no baseline yet
+    counts, partial = h.window(KEY, 1010.0, step, {"new": pod(60, 950.0)}, late_baseline_ok=True)
+    assert partial is None and counts.requests == {"200": 10.0}

@@ -57,9 +57,6 @@ from .serving import reconcile_model_deployment
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS = "modeldeployments"
-# A process start up to this many seconds before the window's start still counts as
-# inside it (clock granularity between the pod's clock and ours).
-START_SLACK_SECONDS = 1.0
 MAX_SNAPSHOTS = 2000  # per (deployment, model); older ones are dropped (the window shrinks)
 
 Key = tuple[str, str, str]  # namespace, name, model sha256
@@ -88,16 +85,15 @@ class History:
         for taken, counts in snaps:
             if taken <= start:
                 baseline = counts
-        oldest = snaps[0][1] if snaps else {}
         parts: list[Counts] = []
         unseen = 0
         for uid, c in current.items():
             if uid in baseline:
                 parts.append(delta(c, baseline[uid]))
-            elif c.start_time is not None and c.start_time >= start - START_SLACK_SECONDS:
+            elif c.start_time is not None and c.start_time >= start - W.START_SLACK_SECONDS:
                 parts.append(c)  # started inside the window: every row it served is in it
-            elif late_baseline_ok and uid in oldest:
-                parts.append(delta(c, oldest[uid]))  # rows since the first scrape, all inside the window
+            elif late_baseline_ok and (first := _first_seen(snaps, uid)) is not None:
+                parts.append(delta(c, first))  # rows since its first scrape, all inside the window
             else:
                 unseen += 1
         snaps.append((now, current))
@@ -118,6 +114,11 @@ class History:
 
 
 HISTORY = History()
+
+
+def _first_seen(snaps: deque[tuple[float, dict[str, Counts]]], uid: str) -> Counts | None:
+    """The pod's counts at the first scrape that saw it (a pod may appear after the first)."""
+    return next((counts[uid] for _, counts in snaps if uid in counts), None)
 
 
 def window_of(
@@ -209,15 +210,13 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
     # the rows since the first scrape (still inside the step).
     window, partial = window_of(meta, spec, judged.sha256, start, now, late_baseline_ok=canary)
     stable: Counts | None = None
+    stable_partial: str | None = None
     if canary and partial is None:
         stable, stable_partial = window_of(
             meta, spec, status.current_model.sha256, start, now, late_baseline_ok=True
         )
         if stable_partial is not None:
-            # The stable pods cannot be compared over this step yet (their history here
-            # starts now): the step's verdict waits, or a canary Healthy on its own
-            # requests would be promoted without the worse-than-stable checks.
-            partial = f"stable pods: {stable_partial}"
+            stable = None
         else:
             # Labels of each track's predictions that reached the other track's pods count
             # for the model that predicted them (the canary's accuracy, and the stable's).
@@ -234,6 +233,17 @@ def judge(meta: JSON, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, 
         )
         return Judgement(judged.sha256, analysis)
     analysis = analyse(window, thresholds, min_samples, now)
+    if canary and stable is None and analysis.verdict is Verdict.HEALTHY:
+        # The stable pods cannot be compared over this step yet (the operator's history
+        # of them starts now): Healthy on the canary's own requests is not enough to
+        # advance, or the worse-than-stable checks would never run. A failing canary
+        # still counts as failing.
+        analysis = analysis.model_copy(
+            update={
+                "verdict": Verdict.INSUFFICIENT_DATA,
+                "reasons": [f"Healthy, but not comparable with the stable pods yet: {stable_partial}"],
+            }
+        )
     comparison = compare(window, stable) if stable is not None else None
     return Judgement(judged.sha256, analysis, comparison)
 

@@ -97,6 +97,13 @@ class Settings(BaseModel):
     namespaces: tuple[str, ...] = Field(
         default=(), description="Namespaces to watch (comma-separated); all namespaces when empty."
     )
+    api_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest wait between two retries of a failing API call (a watch that lost "
+        "its permission, a 5xx): the retries never stop, they back off 1, 1, 2, 3, 5, ... up to this.",
+    )
     bind_address: str = Field(default="0.0.0.0", description="Address of the health and metrics endpoints.")
     health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz, /readyz, /leader.")
     metrics_port: int = Field(default=8081, ge=0, le=65535, description="/metrics (Prometheus).")

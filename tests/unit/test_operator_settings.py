@@ -89,3 +89,17 @@ def test_json_log_format_writes_one_object_per_line_and_stays_quiet(
     assert len(lines) == 1
     record = json.loads(lines[0])
     assert record["message"] == "Leading: starting the handlers" and record["severity"] == "info"
+
+
+def test_api_retries_never_run_out_and_wait_at_most_the_cap() -> None:
+    import itertools
+
+    from mlkube_operator.handlers.lifecycle import RetryForever
+
+    default = RetryForever(Settings.from_env({}).api_retry_max_seconds)
+    assert list(itertools.islice(default, 11)) == [1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30]
+    short = RetryForever(Settings.from_env({"MLKUBE_API_RETRY_MAX_SECONDS": "2"}).api_retry_max_seconds)
+    assert list(itertools.islice(short, 6)) == [1, 1, 2, 2, 2, 2]
+    assert list(itertools.islice(short, 3)) == [1, 1, 2]  # kopf iterates it afresh per request
+    with pytest.raises(TypeError):
+        len(short)  # type: ignore[arg-type]  # unsized: kopf retries without a limit

@@ -20,14 +20,19 @@ from ..settings import NamespaceSettingsError, Settings
 
 
 class RetryForever:
-    """kopf error backoffs that never run out: 1, 1, 2, 3, 5, 8, 13, 21, then 30 s forever.
+    """kopf error backoffs that never run out: 1, 1, 2, 3, 5, 8, 13, 21, then `cap` s forever
+    (each step capped at `cap`).
 
     Re-iterable (kopf iterates it afresh for every request) and unsized (kopf then
     retries without a limit).
     """
 
+    def __init__(self, cap: float = 30.0) -> None:
+        self.cap = cap
+
     def __iter__(self) -> Iterator[float]:
-        return itertools.chain((1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0), itertools.repeat(30.0))
+        steps = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+        return itertools.chain((min(s, self.cap) for s in steps), itertools.repeat(self.cap))
 
 
 # How long a Namespace's artifact-store annotations are reused before they are read
@@ -84,8 +89,9 @@ def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> N
     # kopf gives up on a request after its error backoffs, and a watch whose list or watch
     # call gave up (e.g. 403 while an RBAC rule is missing) ends for good. Retry forever
     # instead: every failed attempt is logged, and the watch resumes once the call succeeds.
-    settings.networking.error_backoffs = RetryForever()
-    _runtime = Runtime(kube=Kube.connect(), settings=Settings.from_env(os.environ))
+    own = Settings.from_env(os.environ)
+    settings.networking.error_backoffs = RetryForever(own.api_retry_max_seconds)
+    _runtime = Runtime(kube=Kube.connect(), settings=own)
     logger.info(
         "mlkube operator started: trainer image %s, server image %s",
         _runtime.settings.trainer_image,

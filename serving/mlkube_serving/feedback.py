@@ -22,7 +22,10 @@ model predicted (its sha256 prefix) and what, so this replica scores it *for tha
 model*, in ``mlkube_feedback_for_model_total{predicted_by=<sha256[:8]>}``, which the
 operator adds to the predicting model's accuracy. Classes travel as indices, so this is
 done only when the id's class-list digest equals this model's (same classes, same
-order); otherwise, and for regression, the item is only counted as ``other_model``.
+order); otherwise the item is only counted as ``other_model``. A regressor's id carries
+the predicted values themselves, so a regressor scores another regressor's id for it in
+``mlkube_feedback_for_model_squared_error`` / ``_abs_error{predicted_by=...}``
+(summaries), which the operator adds to that model's errors.
 
 Each id is scored at most once per replica (a bounded set of scored ids), so a retried
 feedback call to the same replica cannot inflate the numbers; a retry that lands on
@@ -310,7 +313,7 @@ def score_feedback(
             decoded = ids.decode(rid)
             if decoded is not None and decoded.model_tag != ids.tag:
                 other_model.append(rid)
-                if task != "classification" or decoded.classes_tag != ids.classes_tag:
+                if task == "classification" and decoded.classes_tag != ids.classes_tag:
                     continue  # its predictions cannot be read here: counted as other_model only
                 predicted = _decoded_prediction(decoded, task, classes)
                 if predicted is None:
@@ -353,6 +356,9 @@ def score_feedback(
                 metrics.observe_feedback("incorrect", len(labels) - correct)
         else:
             errors = np.asarray(labels, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
+            if rid in for_other:
+                metrics.observe_errors_for(for_other[rid], errors)
+                continue
             metrics.observe_errors(errors)
             metrics.observe_feedback("scored", len(labels))
     if unknown:

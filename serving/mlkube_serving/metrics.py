@@ -266,6 +266,9 @@ class ServingMetrics(Collector):
         self.levels: FeatureLevels | None = None
         self.sq_error: list[float] = [0, 0.0]  # count, sum
         self.abs_error: list[float] = [0, 0.0]
+        # Regression labels of another model's predictions scored here for it, by its
+        # sha256[:8]: predicted_by -> [count, sum of squared errors, sum of absolute errors].
+        self.errors_for: dict[str, list[float]] = {}
         self.info: tuple[str, str] | None = None  # (sha256, version)
         self._class_index_of: Callable[[npt.NDArray[Any]], npt.NDArray[np.intp]] | None = None
         self.ready = False
@@ -475,6 +478,13 @@ class ServingMetrics(Collector):
     def observe_feedback_for(self, predicted_by: str, outcome: str, n: float) -> None:
         self.feedback_for.inc((self.model, predicted_by, outcome), n)
 
+    def observe_errors_for(self, predicted_by: str, errors: npt.NDArray[np.float64]) -> None:
+        """Errors of another (regression) model's predictions, scored here for that model."""
+        sums = self.errors_for.setdefault(predicted_by, [0, 0.0, 0.0])
+        sums[0] += int(errors.size)
+        sums[1] += float(np.square(errors).sum())
+        sums[2] += float(np.abs(errors).sum())
+
     def observe_errors(self, errors: npt.NDArray[np.float64]) -> None:
         self.sq_error[0] += int(errors.size)
         self.sq_error[1] += float(np.square(errors).sum())
@@ -613,6 +623,23 @@ class ServingMetrics(Collector):
             ):
                 summ = SummaryMetricFamily(name, doc, labels=["model"])
                 summ.add_metric([m], count_value=int(count), sum_value=total)
+                yield summ
+            for name, index, doc in (
+                (
+                    "mlkube_feedback_for_model_squared_error",
+                    1,
+                    "Squared error of another model's predictions (a canary's, the stable model's) whose "
+                    "labels were scored here for it; predicted_by is its sha256[:8].",
+                ),
+                (
+                    "mlkube_feedback_for_model_abs_error",
+                    2,
+                    "Absolute error of another model's predictions scored here for it.",
+                ),
+            ):
+                summ = SummaryMetricFamily(name, doc, labels=["model", "predicted_by"])
+                for predicted_by, sums in self.errors_for.items():
+                    summ.add_metric([m, predicted_by], count_value=int(sums[0]), sum_value=sums[index])
                 yield summ
 
 

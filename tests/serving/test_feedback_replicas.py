@@ -9,16 +9,19 @@ series, summed over the replicas, as the operator's analysis sums them.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 
 from mlkube_serving.feedback import FeedbackIds
 
-from .conftest import Artifact, ServerProc, start_server
+from .conftest import Artifact, ServerProc, _write, start_server
 from .test_server_http import metric, post, scrape
 
 
@@ -218,6 +221,63 @@ def test_ids_of_another_model_are_scored_for_it_never_as_this_models(
     damaged = body["id"][:-3] + ("A" if body["id"][-3] != "A" else "B") + body["id"][-2:]
     r = post(replicas["iris"][2], "/v2/models/iris/feedback", {"feedback": [{"id": damaged, "label": 0}]})
     assert r.json()["unknownIds"] == [damaged]
+
+
+def test_a_regressors_ids_are_scored_for_it_by_another_regressor(
+    replicas: dict[str, list[ServerProc]], artifacts: dict[str, Artifact], tmp_path: Path
+) -> None:
+    """A regression canary: its labels reaching the stable pods count as its errors, there.
+
+    `canary` serves another regressor (another sha256) under the same name, as a canary's
+    pods do; the label of each of its predictions is sent to a stable replica, which scores
+    it for the canary in mlkube_feedback_for_model_squared_error/_abs_error{predicted_by}
+    and never in its own error summaries.
+    """
+    art = artifacts["reg"]
+    ridge = Ridge(alpha=10.0).fit(art.x, art.y)
+    meta = json.loads((art.path.parent / "metadata.json").read_text())
+    meta.pop("referencePredictions", None)
+    other = _write(tmp_path, "reg-canary", ridge, meta, None, art.x, art.y)
+    assert other.sha256 != art.sha256
+    canary = start_server("reg", other, tmp_path)
+    try:
+        canary.wait_ready()
+        stable = replicas["reg"][1]
+        tag = other.sha256[:8]
+
+        def counts() -> list[float]:
+            text = scrape(stable)
+            return [
+                metric(text, "mlkube_feedback_for_model_squared_error_sum", model="reg", predicted_by=tag),
+                metric(text, "mlkube_feedback_for_model_squared_error_count", model="reg", predicted_by=tag),
+                metric(text, "mlkube_feedback_for_model_abs_error_sum", model="reg", predicted_by=tag),
+                metric(text, "mlkube_feedback_squared_error_sum", model="reg"),
+                metric(text, "mlkube_feedback_squared_error_count", model="reg"),
+                metric(text, "mlkube_feedback_total", model="reg", outcome="other_model"),
+            ]
+
+        before = counts()
+        body = post(canary, "/v1/models/reg:predict", {"instances": art.x[:4].tolist()}).json()
+        errors = [0.5, -1.0, 2.0, -0.25]
+        truth = [float(v) + e for v, e in zip(body["predictions"], errors, strict=True)]
+        r = post(stable, "/v2/models/reg/feedback", {"feedback": [{"id": body["id"], "label": truth}]}).json()
+        assert r == {"accepted": 1, "unknownIds": [], "scoredRows": 4, "otherModelIds": [body["id"]]}
+        delta = [a - b for a, b in zip(counts(), before, strict=True)]
+        assert delta[0] == pytest.approx(sum(e * e for e in errors), rel=1e-9)
+        assert delta[1] == 4
+        assert delta[2] == pytest.approx(sum(abs(e) for e in errors), rel=1e-9)
+        assert delta[3:] == [0, 0, 1]  # never the stable model's own errors
+        # The canary scores the stable model's ids for it the same way.
+        body = post(stable, "/v1/models/reg:predict", {"instances": art.x[:1].tolist()}).json()
+        r = post(canary, "/v2/models/reg/feedback", {"feedback": [{"id": body["id"], "label": 0.0}]}).json()
+        assert r["accepted"] == 1 and r["otherModelIds"] == [body["id"]]
+        text = scrape(canary)
+        got = metric(
+            text, "mlkube_feedback_for_model_squared_error_sum", model="reg", predicted_by=art.sha256[:8]
+        )
+        assert got == pytest.approx(body["predictions"][0] ** 2, rel=1e-9)
+    finally:
+        canary.stop()
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5, 200, 256, 300, 40000])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from prometheus_client import generate_latest
 
 from mlkube_operator.adapters.prometheus import counts_from_results
@@ -119,3 +120,112 @@ def test_the_prometheus_source_reads_the_credited_series() -> None:
     stable = counts_from_results({"feedback_for": result}, STABLE_SHA)
     canary = credit_feedback(Counts(model_sha256=CANARY_SHA, feedback={"correct": 1.0}), stable)
     assert canary.feedback == {"correct": 8.0, "incorrect": 3.0}
+
+
+class RegressionPod:
+    """A regressor's pod: ids carry the predicted values; errors are scored wherever labels land."""
+
+    def __init__(self, sha: str) -> None:
+        self.sha = sha
+        self.metrics = ServingMetrics("price", with_process=False)
+        self.metrics.task = "regression"  # as bind_model sets it: the error summaries are exported
+        self.ids = FeedbackIds(sha, None)
+        self.memory = PredictionMemory(1000)
+        self.scored = ScoredIds(1000)
+        self.n = 0
+
+    def predict(self, value: float) -> str:
+        self.n += 1
+        rid = self.ids.encode(f"{self.sha[:4]}-{self.n}", None, np.array([value]))
+        assert rid is not None
+        return rid
+
+    def feedback(self, items: list[tuple[str, Any]]) -> None:
+        score_feedback(items, self.memory, "regression", self.metrics, ids=self.ids, scored_ids=self.scored)
+
+    def counts(self) -> Counts:
+        c = parse_metrics(generate_latest(self.metrics.registry).decode())
+        c.model_sha256 = self.sha
+        return c
+
+
+def simulate_regression(seed: int = 3) -> tuple[RegressionPod, RegressionPod, dict[str, list[float]]]:
+    """600 predictions, 10 % on a canary whose errors are twice the stable's; labels spread the same way."""
+    rng = np.random.default_rng(seed)
+    stable, canary = RegressionPod(STABLE_SHA), RegressionPod(CANARY_SHA)
+    errors: dict[str, list[float]] = {"stable": [], "canary": []}
+    for _ in range(600):
+        track = "canary" if rng.random() < 0.1 else "stable"
+        pod = canary if track == "canary" else stable
+        truth = float(rng.normal(100, 20))
+        error = float(rng.normal(0, 8.0 if track == "canary" else 4.0))
+        rid = pod.predict(truth - error)
+        errors[track].append(error)
+        receiver = canary if rng.random() < 0.1 else stable
+        receiver.feedback([(rid, truth)])
+    return stable, canary, errors
+
+
+def test_a_regressors_errors_count_for_the_model_that_predicted() -> None:
+    stable_pod, canary_pod, errors = simulate_regression()
+    stable, canary = stable_pod.counts(), canary_pod.counts()
+    assert canary.feedback.get("error_rows", 0.0) < len(errors["canary"]) / 2  # alone: a few of its labels
+    credited = {"canary": credit_feedback(canary, stable), "stable": credit_feedback(stable, canary)}
+    for track, c in credited.items():
+        e = np.asarray(errors[track])
+        assert c.feedback["error_rows"] == len(e)
+        assert c.feedback["squared_error"] == pytest.approx(float(np.square(e).sum()), rel=1e-9)
+        assert c.feedback["abs_error"] == pytest.approx(float(np.abs(e).sum()), rel=1e-9)
+
+
+def test_a_worse_regression_canary_is_seen_only_with_the_errors_the_stable_pods_scored() -> None:
+    stable_pod, canary_pod, errors = simulate_regression()
+    stable, canary = stable_pod.counts(), canary_pod.counts()
+    without = compare(canary, stable)
+    assert "mean absolute error: too few feedback labels on a track" in without.skipped
+    with_credit = compare(credit_feedback(canary, stable), credit_feedback(stable, canary))
+    check = next(c for c in with_credit.checks if c.name == "mean absolute error")
+    assert check.worse, with_credit.summary()
+    assert check.canary == pytest.approx(float(np.abs(errors["canary"]).mean()))
+    assert check.stable == pytest.approx(float(np.abs(errors["stable"]).mean()))
+
+
+def test_an_equally_good_regression_canary_passes() -> None:
+    rng = np.random.default_rng(11)
+    stable, canary = RegressionPod(STABLE_SHA), RegressionPod(CANARY_SHA)
+    for i in range(400):
+        pod = canary if i % 2 else stable
+        truth = float(rng.normal(100, 20))
+        rid = pod.predict(truth - float(rng.normal(0, 4.0)))
+        (stable if i % 3 else canary).feedback([(rid, truth)])
+    comparison = compare(
+        credit_feedback(canary.counts(), stable.counts()), credit_feedback(stable.counts(), canary.counts())
+    )
+    check = next(c for c in comparison.checks if c.name == "mean absolute error")
+    assert not check.worse, comparison.summary()
+
+
+def test_the_prometheus_source_reads_the_credited_error_summaries() -> None:
+    def sample(value: str, **labels: str) -> list[dict[str, Any]]:
+        return [{"metric": labels, "value": [0, value]}]
+
+    tag = CANARY_SHA[:8]
+    stable = counts_from_results(
+        {
+            "feedback:mlkube_feedback_squared_error_sum": sample("40"),
+            "feedback:mlkube_feedback_squared_error_count": sample("10"),
+            "feedback_for:mlkube_feedback_for_model_squared_error_sum": sample("90", predicted_by=tag),
+            "feedback_for:mlkube_feedback_for_model_abs_error_sum": sample("27", predicted_by=tag),
+            "feedback_for:mlkube_feedback_for_model_squared_error_count": sample("9", predicted_by=tag),
+        },
+        STABLE_SHA,
+    )
+    assert stable.feedback == {"squared_error": 40.0, "error_rows": 10.0}
+    canary = Counts(
+        model_sha256=CANARY_SHA, feedback={"squared_error": 10.0, "abs_error": 3.0, "error_rows": 1.0}
+    )
+    assert credit_feedback(canary, stable).feedback == {
+        "squared_error": 100.0,
+        "abs_error": 30.0,
+        "error_rows": 10.0,
+    }

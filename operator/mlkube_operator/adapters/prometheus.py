@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..analysis.counts import Counts
+from ..analysis.counts import ERROR_SUMMARIES, ERROR_SUMMARIES_FOR, Counts
 from ..errors import TemporaryFailure
 
 JSON = dict[str, Any]
@@ -61,6 +61,8 @@ SERIES = (
     Series("prediction_bins", "mlkube_prediction_bin_total", ("bin",), counter=True),
     Series("feedback", "mlkube_feedback_total", ("outcome",), counter=True),
     Series("feedback_for", "mlkube_feedback_for_model_total", ("predicted_by", "outcome"), counter=True),
+    *(Series(f"feedback:{name}", name, (), counter=True) for name in ERROR_SUMMARIES),
+    *(Series(f"feedback_for:{name}", name, ("predicted_by",), counter=True) for name in ERROR_SUMMARIES_FOR),
     Series("feature_reference", "mlkube_feature_reference_ratio", ("feature", "bin"), counter=False),
     Series("prediction_reference", "mlkube_prediction_reference_ratio", ("bin",), counter=False),
     Series("prediction_scores", "mlkube_prediction_score_bin_total", ("bin",), counter=True),
@@ -133,6 +135,12 @@ def counts_from_results(results: Mapping[str, Sequence[JSON]], sha256: str) -> C
                 c.reference_accuracy = value
             elif s.key == "feedback_for":
                 joined = f"{key[0]}/{key[1]}"
+                c.feedback_for[joined] = c.feedback_for.get(joined, 0.0) + value
+            elif s.metric in ERROR_SUMMARIES:
+                name = ERROR_SUMMARIES[s.metric]
+                c.feedback[name] = c.feedback.get(name, 0.0) + value
+            elif s.metric in ERROR_SUMMARIES_FOR:
+                joined = f"{key[0]}/{ERROR_SUMMARIES_FOR[s.metric]}"
                 c.feedback_for[joined] = c.feedback_for.get(joined, 0.0) + value
             elif s.key == "latency":
                 le = float(key[0])  # "+Inf" -> math.inf, as in parse_metrics

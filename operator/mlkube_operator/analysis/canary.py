@@ -18,7 +18,14 @@ into an abort:
 - prediction distribution: a chi-squared test of homogeneity on the 2 x k table of
   predicted classes (or prediction bins), effect size Cramér's V;
 - accuracy, where both tracks received feedback labels: Fisher's exact test on
-  correct/incorrect counts.
+  correct/incorrect counts;
+- a regressor's mean absolute error, where both tracks received feedback labels: Welch's
+  t-test on the absolute errors, whose mean and variance come from the servers' error
+  summaries (sum of |e|, sum of e², rows: var |e| = mean e² - (mean |e|)²), minimum
+  effect a 10 % higher MAE.
+
+The labels of each track are all of its labels, wherever the Service sent them
+(`counts.credit_feedback`), not only those that reached its own pods.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats
 
-from .counts import Counts
+from .counts import ABS_ERROR, ERROR_ROWS, SQUARED_ERROR, Counts
 from .stats import histogram_quantile
 
 DEFAULT_ALPHA = 0.01
@@ -39,6 +46,7 @@ MIN_SLOW_SHARE_INCREASE = 0.02  # absolute, on top of doubling the stable's slow
 MIN_LATENCY_BOUND_SECONDS = 0.025  # "slow" starts at the stable p99 or 25 ms, whichever is higher
 MIN_CRAMERS_V = 0.2
 MIN_ACCURACY_DROP = 0.02  # absolute
+MIN_MAE_INCREASE = 0.10  # relative: the canary's mean absolute error at least 10 % above the stable's
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,27 @@ def _slow(latency: Mapping[float, float], bound: float) -> tuple[float, float]:
     """(requests slower than `bound`, requests) of a cumulative histogram; `bound` is one of its bounds."""
     n = max(latency.values(), default=0.0)
     return max(0.0, n - latency.get(bound, n)), n
+
+
+def _abs_error(feedback: Mapping[str, float]) -> tuple[float, float, float]:
+    """(rows, mean |e|, sample variance of |e|) from a regressor's error summaries."""
+    n = feedback.get(ERROR_ROWS, 0.0)
+    if n < 2:
+        return n, 0.0, 0.0
+    mean = feedback.get(ABS_ERROR, 0.0) / n
+    var = max(0.0, (feedback.get(SQUARED_ERROR, 0.0) - n * mean * mean) / (n - 1))
+    return n, mean, var
+
+
+def _welch_greater(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """p-value of "side a has a higher mean than side b" (one-sided Welch t-test from moments)."""
+    (na, ma, va), (nb, mb, vb) = a, b
+    se2 = va / na + vb / nb
+    if se2 <= 0:
+        return 0.0 if ma > mb else 1.0
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1)) if va + vb > 0 else na + nb - 2
+    return float(stats.t.sf(t, df))
 
 
 def compare(
@@ -166,8 +195,16 @@ def compare(
         c_acc, s_acc = c_ok / (c_ok + c_bad), s_ok / (s_ok + s_bad)
         p = _fisher_greater(c_bad, c_ok + c_bad, s_bad, s_ok + s_bad)
         raw.append(("accuracy", c_acc, s_acc, p, s_acc - c_acc, s_acc - c_acc >= MIN_ACCURACY_DROP))
-    else:
+    elif canary.feedback.get(ERROR_ROWS, 0.0) + stable.feedback.get(ERROR_ROWS, 0.0) == 0:
         skipped.append("accuracy: too few feedback labels on a track")
+
+    c_mae, s_mae = _abs_error(canary.feedback), _abs_error(stable.feedback)
+    if c_mae[0] >= min_rows and s_mae[0] >= min_rows:
+        p = _welch_greater(c_mae, s_mae)
+        increase = (c_mae[1] - s_mae[1]) / s_mae[1] if s_mae[1] > 0 else (math.inf if c_mae[1] > 0 else 0.0)
+        raw.append(("mean absolute error", c_mae[1], s_mae[1], p, increase, increase >= MIN_MAE_INCREASE))
+    elif c_mae[0] + s_mae[0] > 0:
+        skipped.append("mean absolute error: too few feedback labels on a track")
 
     corrected = alpha / max(1, len(raw))
     checks = [Check(n, c, s, p, e, worse=big and p < corrected) for n, c, s, p, e, big in raw]

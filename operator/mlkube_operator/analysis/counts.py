@@ -38,9 +38,12 @@ class Counts:
     predictions: dict[str, float] = field(default_factory=dict)
     """Class label (classification) or prediction bin (regression) -> count."""
     feedback: dict[str, float] = field(default_factory=dict)
-    """Feedback outcome (correct, incorrect, scored, unknown_id, other_model) -> count."""
+    """Feedback outcome (correct, incorrect, scored, unknown_id, other_model) -> count; for a
+    regressor also ``squared_error`` and ``abs_error`` (sums over the scored rows) and
+    ``error_rows`` (their count), from the ``mlkube_feedback_*_error`` summaries."""
     feedback_for: dict[str, float] = field(default_factory=dict)
-    """``<sha256[:8]>/<outcome>`` -> labels of another model's predictions scored here for it."""
+    """``<sha256[:8]>/<outcome>`` -> labels of another model's predictions scored here for it
+    (for a regressor ``<sha256[:8]>/squared_error``, ``/abs_error``, ``/error_rows``)."""
     feature_reference: dict[str, dict[str, float]] = field(default_factory=dict)
     """Feature -> bin or level -> reference fraction (a constant gauge)."""
     prediction_reference: dict[str, float] = field(default_factory=dict)
@@ -63,6 +66,21 @@ class Counts:
 
 def _add(target: dict[str, float], key: str, value: float) -> None:
     target[key] = target.get(key, 0.0) + value
+
+
+# A regressor's feedback: summaries of its errors (sum of squares, sum of absolutes, rows),
+# kept in `feedback` beside the outcomes so crediting and differencing treat them alike.
+SQUARED_ERROR, ABS_ERROR, ERROR_ROWS = "squared_error", "abs_error", "error_rows"
+ERROR_SUMMARIES = {
+    "mlkube_feedback_squared_error_sum": SQUARED_ERROR,
+    "mlkube_feedback_abs_error_sum": ABS_ERROR,
+    "mlkube_feedback_squared_error_count": ERROR_ROWS,
+}
+ERROR_SUMMARIES_FOR = {
+    "mlkube_feedback_for_model_squared_error_sum": SQUARED_ERROR,
+    "mlkube_feedback_for_model_abs_error_sum": ABS_ERROR,
+    "mlkube_feedback_for_model_squared_error_count": ERROR_ROWS,
+}
 
 
 def parse_metrics(text: str) -> Counts:
@@ -95,6 +113,10 @@ def counts_from_families(families: Iterable[Metric]) -> Counts:
                 _add(c.feedback, labels["outcome"], value)
             elif name == "mlkube_feedback_for_model_total":
                 _add(c.feedback_for, f"{labels['predicted_by']}/{labels['outcome']}", value)
+            elif name in ERROR_SUMMARIES:
+                _add(c.feedback, ERROR_SUMMARIES[name], value)
+            elif name in ERROR_SUMMARIES_FOR:
+                _add(c.feedback_for, f"{labels['predicted_by']}/{ERROR_SUMMARIES_FOR[name]}", value)
             elif name == "mlkube_feature_reference_ratio":
                 c.feature_reference.setdefault(labels["feature"], {})[labels["bin"]] = value
             elif name == "mlkube_prediction_reference_ratio":
@@ -222,7 +244,9 @@ def credit_feedback(judged: Counts, other: Counts) -> Counts:
 
     During a canary a Service sends most labels of one track's predictions to the other
     track's pods, which score them for the model that predicted (by its sha256 prefix,
-    ``mlkube_feedback_for_model_total``); they belong to that model's accuracy.
+    ``mlkube_feedback_for_model_total``, and for a regressor the error summaries
+    ``mlkube_feedback_for_model_squared_error``/``_abs_error``); they belong to that
+    model's accuracy (or errors).
     """
     if judged.model_sha256 is None:
         return judged

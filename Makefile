@@ -64,13 +64,8 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m mlkube_operator.crdgen --check
 	$(MAKE) --no-print-directory lint typecheck imports
-	@# First the tests that stay in their own namespace, three at a time (they mostly wait on
-	@# pods and Jobs); then, one at a time, those that stop the operator or the node. The
-	@# second pass runs even when the first failed; make fails if either did.
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist loadfile \
-	  -m "not exclusive and not host_operator" --durations=30; first=$$?; \
-	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider -m "exclusive or host_operator" --durations=15; \
-	second=$$?; exit $$(( first ? first : second ))
+	@# Three passes on one cluster (scripts/test.sh says which tests run where and why).
+	$(CP_PATH) bash scripts/test.sh
 
 unit: $(STAMP)
 	$(CP_PATH) $(BIN)/python -m pytest -p no:cacheprovider tests/unit tests/serving tests/gitops tests/sources

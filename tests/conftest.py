@@ -11,8 +11,11 @@ running.
 
 Under pytest-xdist (`make test` runs `-n 3`), the workers build and bring up the cluster
 one at a time (a file lock), no worker stops it, and the controller stops it at the end
-if it was not running when the run began. Tests marked `exclusive` or `host_operator`
-change the cluster for every namespace, so `make test` runs them in a second, serial pass.
+if it was not running when the run began. With MLKUBE_TEST_KEEP_CLUSTER=1 no session
+stops it (scripts/test.sh runs several sessions on one cluster and stops it itself).
+Tests marked `host_operator` run their own operators and pause the in-cluster one, and
+tests marked `exclusive` stop the operator or the node for everyone: scripts/test.sh runs
+them in later passes (see there).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def _xdist_controller(config: pytest.Config) -> bool:
     return not _xdist_worker() and bool(getattr(config.option, "numprocesses", None))
 
 
+def _keep_cluster() -> bool:
+    return os.environ.get("MLKUBE_TEST_KEEP_CLUSTER") == "1"
+
+
 def _test_state() -> StateDir:
     chosen = os.environ.get("MLKUBE_TEST_DEV_DIR")
     return StateDir(Path(chosen) if chosen else None)
@@ -73,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The xdist controller stops the cluster its workers started (none of them does)."""
-    if _xdist_controller(config) and not config.stash.get(_WAS_RUNNING, True):
+    if _xdist_controller(config) and not config.stash.get(_WAS_RUNNING, True) and not _keep_cluster():
         state = _test_state()
         if cluster.status(state.root).running:
             cluster.down(state.root)
@@ -132,7 +139,7 @@ def dev_cluster(request: pytest.FixtureRequest) -> Iterator[DevClusterHandle]:
         yield handle
     finally:
         api.close()
-        if not was_running and not _xdist_worker():
+        if not was_running and not _xdist_worker() and not _keep_cluster():
             cluster.down(state.root)
 
 

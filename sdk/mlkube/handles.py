@@ -825,6 +825,11 @@ class Deployment(_Handle):
             text = err.read().decode("utf-8", "replace")
             with contextlib.suppress(ValueError, AttributeError):
                 text = str(json.loads(text).get("error") or text)
+            if not text.strip():  # not the model server's answer (it always says why)
+                server = err.headers.get("server") if err.headers else None
+                text = f"{req.full_url} answered HTTP {err.code} with an empty body" + (
+                    f" (server {server!r})" if server else ""
+                )
             raise PredictionError(
                 text,
                 reason=f"HTTP{err.code}",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
+import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +35,50 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(("operator log (tail)", proc.logs()[-6000:]))
 
 
+def _holders_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlkube"
+    return cache / ".host-operator-modules"
+
+
+@contextmanager
+def _holders() -> Iterator[Path]:
+    """The directory of running host_operator modules (one file per pid), under a file lock."""
+    folder = _holders_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / ".host-operator-modules.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for entry in folder.iterdir():  # left by a killed run
+                if not Path(f"/proc/{entry.name}").exists():
+                    entry.unlink(missing_ok=True)
+            yield folder
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _pause_cluster_operator(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Modules marked `host_operator` run operators as host processes: the in-cluster one
-    is scaled to zero meanwhile, so it neither reconciles their objects nor holds a Lease."""
+    """Modules marked `host_operator` run operators as host processes, each scoped to its
+    own namespaces with its Lease there: the in-cluster one is scaled to zero meanwhile, so
+    it neither reconciles their objects nor holds a Lease. Several such modules may run at
+    once (xdist workers): the first to start pauses it, the last to finish resumes it."""
     if request.node.get_closest_marker("host_operator") is None:
         yield
         return
     dev_cluster = request.getfixturevalue("dev_cluster")
     handle = ClusterOperator(str(dev_cluster.kubeconfig))
-    handle.stop()
-    yield
-    handle.start()
+    me = str(os.getpid())
+    with _holders() as folder:
+        if not any(folder.iterdir()):
+            handle.stop()
+        (folder / me).touch()
+    try:
+        yield
+    finally:
+        with _holders() as folder:
+            (folder / me).unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                handle.start()
 
 
 @pytest.fixture()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pki import Pki
-from .state import BRIDGE, CLUSTER_DOMAIN, DNS_SERVICE_IP, POD_CIDR, ClusterConfig, StateDir
+from .state import BRIDGE, CLUSTER_DOMAIN, DNS_SERVICE_IP, POD_CIDR, SERVICE_CIDR, ClusterConfig, StateDir
 
 log = logging.getLogger("mlkube.devcluster")
 
@@ -287,6 +287,33 @@ def prepare_host(state: StateDir) -> None:
         log.info("Set %s = %s (was %s)", key.replace("/", "."), value, current)
     changes.update({"sysctls": sysctls, "bridge": BRIDGE, "chains": list(CHAIN_PREFIXES)})
     _write_changes(state, changes)
+    fence_service_range()
+
+
+# Its name starts with a recorded prefix, so `undo_host_changes` removes it with kube-proxy's.
+SERVICE_FENCE = "KUBE-MLKUBE-SERVICE-FENCE"
+
+
+def fence_service_range(iptables: str = "iptables") -> None:
+    """Refuse connections to ClusterIPs that kube-proxy has not programmed (yet).
+
+    kube-proxy rewrites a Service's address to a pod's in its nat rules; an address it has
+    no rule for (a Service created a moment ago, before kube-proxy's next sync) is routed
+    like any other, out through the default route and off this machine. Here it is
+    refused instead, as a Service without ready endpoints is. The chain is jumped to first
+    in OUTPUT (the host) and FORWARD (pods, before the CNI's accept rules): packets that
+    kube-proxy rewrote no longer carry a Service address, so only unprogrammed ones match."""
+
+    def run(*args: str) -> bool:
+        return subprocess.run([iptables, "-t", "filter", *args], capture_output=True).returncode == 0
+
+    run("-N", SERVICE_FENCE)
+    run("-F", SERVICE_FENCE)
+    run("-A", SERVICE_FENCE, "-d", SERVICE_CIDR, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+    run("-A", SERVICE_FENCE, "-d", SERVICE_CIDR, "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+    for hook in ("OUTPUT", "FORWARD"):
+        if not run("-C", hook, "-j", SERVICE_FENCE):
+            run("-I", hook, "1", "-j", SERVICE_FENCE)
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -171,6 +171,39 @@ def test_service_routes_by_cluster_ip_and_dns_name_from_host_and_pods(
     assert out["body"].startswith("echo-") and out["short"].startswith("echo-")
 
 
+def test_a_service_address_kube_proxy_has_no_rule_for_is_refused_on_the_machine(
+    dev_cluster: DevClusterHandle, namespace: str
+) -> None:
+    """Until kube-proxy writes a new Service's rules, its address must not be routed off the
+    machine (out of the default route, to whatever answers there): it is refused, from the
+    host and from pods, as a Service without endpoints is."""
+    import ipaddress
+    import socket
+
+    from mlkube_devcluster.state import SERVICE_CIDR
+
+    used = set(
+        dev_cluster.kubectl("get", "svc", "-A", "-o", "jsonpath={.items[*].spec.clusterIP}").stdout.split()
+    )
+    free = next(
+        str(a) for a in reversed(list(ipaddress.ip_network(SERVICE_CIDR).hosts())) if str(a) not in used
+    )
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((free, 80), timeout=5).close()
+    client = f"""
+        import socket
+        try:
+            socket.create_connection(("{free}", 80), timeout=5).close()
+            print("connected")
+        except OSError as exc:
+            print(type(exc).__name__)
+    """
+    apply(dev_cluster, namespace, python_pod("client", SERVER, client))
+    phase, logs = pod_logs_when_done(dev_cluster, namespace, "client")
+    assert phase == "Succeeded", logs
+    assert logs.strip().splitlines()[-1] == "ConnectionRefusedError", logs
+
+
 def test_pods_reach_the_api_server_through_the_kubernetes_service(
     dev_cluster: DevClusterHandle, namespace: str
 ) -> None:

@@ -141,6 +141,10 @@ REASON_REJECTED: Final = "Rejected"  # 400/422: the API server rejected the requ
 REASON_API_UNREACHABLE: Final = "ApiUnreachable"  # no answer: connection refused, timeout
 REASON_API_ERROR: Final = "ApiError"  # any other answer: 5xx, 429, unexpected 4xx
 REASON_INTERNAL_ERROR: Final = "InternalError"  # a bug in the operator (the log has the traceback)
+# A Secret (or a key of it) that a Job or predictor would read is missing: nothing is created
+# until it exists (reconcile/secrets.py); the object is checked again with backoff.
+REASON_SECRET_NOT_FOUND: Final = "SecretNotFound"
+REASON_SECRET_KEY_NOT_FOUND: Final = "SecretKeyNotFound"
 
 # Environment of the Job and serving pods for object storage and SQL credentials. The
 # values come from Secrets (env valueFrom.secretKeyRef); the entrypoints read them and

@@ -29,6 +29,19 @@ class Conflict(TemporaryFailure):
     """The object changed while we reconciled it; the change itself triggers a fresh reconcile."""
 
 
+class MissingSecret(TemporaryFailure):
+    """A Secret (or a key of it) a child's pods would read does not exist yet.
+
+    Temporary: it clears once someone creates the Secret, which the operator does not
+    watch, so the object is checked again with backoff (`backoff`), its `Reconciled`
+    condition showing `reason` (SecretNotFound, SecretKeyNotFound) meanwhile.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class PermanentFailure(Exception):
     """Retrying cannot help: the request itself is wrong."""
 

@@ -242,14 +242,17 @@ def test_operator_runs_in_cluster_under_least_privilege_rbac(
         return proc.stdout.strip() == "yes"
 
     assert can("create", "jobs.batch") and can("watch", "trainingruns.mlkube.io")
-    assert not can("get", "secrets") and not can("delete", "namespaces")
+    # Secrets: `get` only (a Job's or predictor's Secret is checked to exist before it is
+    # created); they cannot be listed or watched, so the operator never enumerates them.
+    assert can("get", "secrets") and not can("list", "secrets") and not can("watch", "secrets")
+    assert not can("delete", "namespaces")
 
-    # From inside the operator's own pod, with its own token: Secrets are refused.
+    # From inside the operator's own pod, with its own token: listing Secrets is refused.
     dev_cluster.kubectl("-n", namespace, "create", "secret", "generic", "private", "--from-literal=k=v")
     code = (
         "import kubernetes; kubernetes.config.load_incluster_config()\n"
         "try:\n"
-        f"    kubernetes.client.CoreV1Api().read_namespaced_secret('private', '{namespace}')\n"
+        f"    kubernetes.client.CoreV1Api().list_namespaced_secret('{namespace}')\n"
         "    print('READ')\n"
         "except kubernetes.client.exceptions.ApiException as e:\n"
         "    print('STATUS', e.status)\n"

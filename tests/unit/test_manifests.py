@@ -142,6 +142,8 @@ def test_rbac_covers_every_call_of_the_adapters() -> None:
         ("mlkube.io", "modelgrants", "watch"),
         ("mlkube.io", "modelgrants/status", "patch"),
         ("", "namespaces", "get"),
+        # The Secrets a Job or predictor would read are checked before it is created.
+        ("", "secrets", "get"),
     ]
     # Server-side apply is a PATCH, and one that creates the object is authorized as a create too.
     for group, plural in APPLIED.values():

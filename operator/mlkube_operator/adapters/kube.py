@@ -127,6 +127,18 @@ class Kube:
     def job_pods(self, namespace: str, job_name: str) -> list[JSON]:
         return self.list_pods(namespace, f"{C.JOB_NAME_LABEL}={job_name}")
 
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The key names of a Secret (None: no such Secret). Its values are dropped at once:
+        the operator only checks that what a pod will read exists (reconcile/secrets.py)."""
+        secret = self._call(
+            Call("get", "secrets", namespace, name), self.core.read_namespaced_secret, name, namespace
+        )
+        if secret is None:
+            return None
+        return frozenset((secret.get("data") or {}).keys()) | frozenset(
+            (secret.get("stringData") or {}).keys()
+        )
+
     def get_deployment(self, namespace: str, name: str) -> JSON | None:
         return self._call(
             Call("get", "deployments.apps", namespace, name),

@@ -23,16 +23,18 @@ the condition keeps what it said until a loop succeeds or fails again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from .. import constants as C
-from ..errors import ApiError, Conflict, PermanentFailure, TemporaryFailure, backoff
+from ..errors import ApiError, Conflict, MissingSecret, PermanentFailure, TemporaryFailure, backoff
 from ..reconcile.conditions import with_reconciled
 from ..reconcile.plan import Event
+from ..reconcile.secrets import missing_secrets, secret_refs
 from .lifecycle import post_event, runtime
 
 JSON = dict[str, Any]
@@ -40,6 +42,8 @@ Key = tuple[str, str, str, str]  # plural, namespace, name, uid
 Failure = tuple[str, str]  # reason, message
 
 RECONCILE, SERVING, MONITORING = "reconcile", "serving", "monitoring"
+log = logging.getLogger(__name__)
+_UNCHECKED: list[str] = []  # non-empty once a Secret could not be read for want of RBAC (logged once)
 
 
 class Failures:
@@ -118,6 +122,34 @@ def _record(plural: str, obj: JSON, loop: str, failure: Failure, logger: kopf.Lo
     post_event(obj, Event("Warning", shown[0], shown[1]))
 
 
+def require_secrets(namespace: str, manifests: Iterable[JSON | None], fields: Mapping[str, str]) -> None:
+    """Raise MissingSecret when a Secret (key) the pods of `manifests` read is missing.
+
+    Called before a Job or predictor Deployment is created or applied, so nothing is
+    created that can only sit in CreateContainerConfigError. One GET per Secret named;
+    only key names are looked at. Without RBAC to read Secrets the check is skipped (the
+    pods then report a missing Secret themselves, as before).
+    """
+    refs = [ref for m in manifests if m is not None for ref in secret_refs(m, fields)]
+    if not refs:
+        return
+    kube = runtime().kube
+    found: dict[str, frozenset[str] | None] = {}
+    for name in dict.fromkeys(ref.name for ref in refs):
+        try:
+            found[name] = kube.secret_keys(namespace, name)
+        except ApiError as err:
+            if err.reason != C.REASON_FORBIDDEN:
+                raise
+            if not _UNCHECKED:
+                log.warning("Secrets are not checked (no RBAC to read them): %s", err)
+                _UNCHECKED.append(name)
+            return
+    problem = missing_secrets(namespace, refs, found)
+    if problem is not None:
+        raise MissingSecret(problem.reason, problem.message)
+
+
 def guard(
     plural: str,
     obj: JSON,
@@ -137,6 +169,10 @@ def guard(
     except ApiError as err:
         _record(plural, obj, loop, (err.reason, err.message), logger)
         raise kopf.TemporaryError(err.message, delay=backoff(retry)) from err
+    except MissingSecret as err:
+        # Nothing was created; the Secret is not watched, so look again with backoff.
+        _record(plural, obj, loop, (err.reason, str(err)), logger)
+        raise kopf.TemporaryError(str(err), delay=backoff(retry)) from err
     except TemporaryFailure as err:
         raise kopf.TemporaryError(str(err), delay=err.delay) from err
     except PermanentFailure as err:

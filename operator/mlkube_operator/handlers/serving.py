@@ -30,12 +30,14 @@ from ..reconcile.modeldeployment import (
     Observed,
     ServingPlan,
     canary_name,
+    creates_pods,
     plan_model_deployment,
     predictor_name,
 )
+from ..reconcile.secrets import predictor_fields
 from . import resync
 from .lifecycle import post_event, runtime
-from .outcome import FAILURES, SERVING, guard, guard_each, retry_later, write_status
+from .outcome import FAILURES, SERVING, guard, guard_each, require_secrets, retry_later, write_status
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS, TRAINING_RUNS, DATASETS = "modeldeployments", "trainingruns", "datasets"
@@ -91,6 +93,13 @@ def apply_plan(obj: JSON, seen: Observed, plan: ServingPlan, logger: kopf.Logger
     rt = runtime()
     meta = obj["metadata"]
     namespace = meta["namespace"]
+    # A Secret that new predictor pods would read is missing: apply nothing, say so, look
+    # again later. An apply that makes no new pods (the serving ones keep their env) goes on.
+    model = (obj.get("spec") or {}).get("model") or {}
+    new_pods = [
+        d for d, live in ((plan.deployment, seen.stable), (plan.canary, seen.canary)) if creates_pods(d, live)
+    ]
+    require_secrets(namespace, new_pods, predictor_fields(bool(model.get("credentialsSecret"))))
     if plan.create_run is not None:
         rt.kube.apply(plan.create_run)
         logger.info("Applied TrainingRun %s", plan.create_run["metadata"]["name"])

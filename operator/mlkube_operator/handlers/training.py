@@ -22,11 +22,12 @@ from ..reconcile.dataset import is_settled as dataset_settled
 from ..reconcile.jobs import JobPhase, JobView, view_job
 from ..reconcile.plan import Plan
 from ..reconcile.search import SearchView, search_job_name, view_search
+from ..reconcile.secrets import job_fields
 from ..reconcile.trainingrun import current_round, plan_training_run, training_job_name
 from ..reconcile.trainingrun import is_settled as run_settled
 from . import resync
 from .lifecycle import post_event, runtime
-from .outcome import FAILURES, guard, guard_each, retry_later, write_status
+from .outcome import FAILURES, guard, guard_each, require_secrets, retry_later, write_status
 
 JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"
@@ -52,6 +53,8 @@ def _job_view(kube: Kube, namespace: str, job_name: str) -> JobView:
 def _apply(kube: Kube, plural: str, obj: JSON, plan: Plan, logger: kopf.Logger) -> None:
     meta = obj["metadata"]
     if plan.create is not None:
+        # A Secret the Job's pods read is missing: create nothing, say so, look again later.
+        require_secrets(meta["namespace"], [plan.create], job_fields())
         # Only a missing Job is applied: a Job's pod template is immutable, and the Job of a
         # generation is the record of what ran. Applying the same Job twice changes nothing.
         kube.ensure_artifact_pvc(meta["namespace"], runtime().settings_for(meta["namespace"]))

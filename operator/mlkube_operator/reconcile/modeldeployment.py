@@ -312,6 +312,19 @@ def build_service(obj: JSON, spec: ModelDeploymentSpec) -> JSON:
     }
 
 
+def creates_pods(desired: JSON | None, live: JSON | None) -> bool:
+    """Applying `desired` makes new pods: no live Deployment yet, or another template or
+    replica count (the template hash covers both). Such an apply is checked for the
+    Secrets its pods read (handlers/outcome.require_secrets); one that changes nothing
+    in the pods is not, so a serving Deployment keeps being reconciled meanwhile."""
+    if desired is None:
+        return False
+    if live is None:
+        return True
+    want = ((desired.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
+    return ((live.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH) != want
+
+
 def _deployment_state(deployment: JSON | None, desired_hash: str, replicas: int) -> tuple[bool, int, str]:
     """(rolled out and available, ready replicas, progress message) of the live Deployment."""
     if deployment is None:

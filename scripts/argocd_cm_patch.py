@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 ARGOCD = Path(__file__).resolve().parents[1] / "manifests" / "argocd"
-KINDS = {"Dataset": "dataset.lua", "TrainingRun": "trainingrun.lua", "ModelDeployment": "modeldeployment.lua"}
+KINDS = {
+    "Dataset": "dataset.lua",
+    "TrainingRun": "trainingrun.lua",
+    "ModelDeployment": "modeldeployment.lua",
+    "ModelGrant": "modelgrant.lua",
+}
 HEADER = """\
 # Argo CD health checks for mlkube.io resources (docs/monitoring.md#argo-cd).
 # Merge into Argo CD's argocd-cm:

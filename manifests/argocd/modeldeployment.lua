@@ -9,6 +9,11 @@
 --   status.state RolledBack: the model the TrainingRun
 --   offers was rejected, a pinned one serves until a new
 --   model comes or a user unpins                         -> Suspended
+--   Progressing=False ReferenceNotPermitted or
+--   ArtifactNotReachable while Ready=True: another
+--   namespace's model whose grant was revoked keeps
+--   serving, nothing new rolls out until it is granted
+--   again                                                -> Suspended
 --   status.state Retraining (the Retrain action's run)   -> Progressing
 --   Ready=True                                           -> Healthy
 -- Degraded=Unknown (InsufficientData, MetricsUnavailable, MonitoringDisabled) does
@@ -91,6 +96,14 @@ if status.state == "RolledBack" then
   hs.message = "Rolled back to " .. tostring(pinned.trainingRun) .. " (sha256 " .. short(pinned.sha256) ..
     "): the model on offer (sha256 " .. short(status.rolledBackFrom) ..
     ") was rejected; a new model or `mlkube rollout unpin` resumes rollouts" .. monitoring
+  return hs
+end
+if progressing ~= nil and progressing.status == "False" and
+    (progressing.reason == "ReferenceNotPermitted" or progressing.reason == "ArtifactNotReachable") then
+  -- Paused by the owning namespace (Argo CD's Suspended: waiting for an external event),
+  -- not failed: the model already served keeps serving.
+  hs.status = "Suspended"
+  hs.message = describe(progressing) .. "; granting it again resumes rollouts" .. monitoring
   return hs
 end
 if status.state == "Retraining" then

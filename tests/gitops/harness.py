@@ -23,6 +23,7 @@ SCRIPTS = {
     "Dataset": ARGOCD / "dataset.lua",
     "TrainingRun": ARGOCD / "trainingrun.lua",
     "ModelDeployment": ARGOCD / "modeldeployment.lua",
+    "ModelGrant": ARGOCD / "modelgrant.lua",
 }
 # Argo CD's health statuses (gitops-engine health.HealthStatusCode).
 STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
@@ -126,4 +127,9 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "modeldeployment-degraded": ("Degraded", "ThresholdsExceeded"),
     "modeldeployment-rolled-back": ("Suspended", "Rolled back to iris-lr"),
     "modeldeployment-generation-pending": ("Progressing", "observe generation 2"),
+    # Recorded by tests/integration/test_model_grant_e2e.py (another namespace's model).
+    "modelgrant-accepted": ("Healthy", "GrantAccepted"),
+    "modeldeployment-reference-revoked": ("Suspended", "ReferenceNotPermitted"),
 }
+# The states test_model_grant_e2e.py records (the health walk records the others).
+GRANT_STATES = {"modelgrant-accepted", "modeldeployment-reference-revoked"}

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops.harness import EXPECTED, FIXTURES_DIR, health
+from gitops.harness import EXPECTED, FIXTURES_DIR, GRANT_STATES, health
 
 from .helpers import condition, get_cr, iris_stack, kubectl, wait_for
 from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, send
@@ -29,7 +29,12 @@ from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, send
 pytestmark = pytest.mark.cluster
 RECORD = os.environ.get("MLKUBE_RECORD_ARGOCD_FIXTURES") == "1"
 PENDING = {"dataset-generation-pending", "modeldeployment-generation-pending"}
-PLURALS = {"Dataset": "datasets", "TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments"}
+PLURALS = {
+    "Dataset": "datasets",
+    "TrainingRun": "trainingruns",
+    "ModelDeployment": "modeldeployments",
+    "ModelGrant": "modelgrants",
+}
 MONITORING = {
     "intervalSeconds": 5,
     "windowRequests": 20,
@@ -230,7 +235,9 @@ def test_health_scripts_on_every_state_of_the_three_kinds(
         timeout=180,
     )
 
-    assert rec.seen >= set(EXPECTED) - PENDING, set(EXPECTED) - PENDING - rec.seen
+    assert rec.seen >= set(EXPECTED) - PENDING - GRANT_STATES, (
+        set(EXPECTED) - PENDING - GRANT_STATES - rec.seen
+    )
 
 
 @pytest.mark.exclusive

@@ -32,6 +32,7 @@ from servers import S3Server, s3_server
 
 from .helpers import condition, get_cr, kubectl, wait_condition, wait_ready_endpoints, wait_routed
 from .operator_proc import OperatorProcess
+from .test_argocd_health import Recorder
 from .test_training_e2e import apply
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
@@ -140,7 +141,7 @@ def test_a_granted_namespace_serves_another_namespaces_model(
     )
     operator.start()
     try:
-        _scenario(kc, api, owner, consumer, node_s3, store)
+        _scenario(kc, api, owner, consumer, node_s3, store, tmp_path)
     except BaseException:
         print(operator.logs()[-8000:])
         raise
@@ -148,7 +149,10 @@ def test_a_granted_namespace_serves_another_namespaces_model(
         operator.stop()
 
 
-def _scenario(kc: str, api: Any, owner: str, consumer: str, s3: S3Server, store: str) -> None:
+def _scenario(kc: str, api: Any, owner: str, consumer: str, s3: S3Server, store: str, tmp: Path) -> None:
+    # Argo CD's health of the grant and of the revoked reference, on the live objects (and
+    # recorded for tests/gitops with MLKUBE_RECORD_ARGOCD_FIXTURES=1).
+    owner_health, consumer_health = Recorder(api, owner, tmp), Recorder(api, consumer, tmp)
     # Team A trains; its model goes to object storage.
     apply(kc, owner, credentials(s3, SECRET))
     apply(kc, owner, *example("iris", "dataset.yaml"), *example("iris", "trainingrun.yaml"))
@@ -173,6 +177,7 @@ def _scenario(kc: str, api: Any, owner: str, consumer: str, s3: S3Server, store:
     assert md["status"]["reference"]["grant"] == "share-iris" and md["status"]["reference"]["permitted"]
     g = wait_condition(api, "modelgrants", owner, "share-iris", C.ACCEPTED, ("True",), timeout=30)
     assert g["status"]["summary"] == f"{consumer} -> iris-rf"
+    owner_health.state("modelgrant-accepted", "ModelGrant", "share-iris", lambda o: o is not None)
     listing = kubectl(kc, "-n", owner, "get", "mlgrant")
     assert "share-iris" in listing and f"{consumer} -> iris-rf" in listing
     ip = kubernetes.client.CoreV1Api(api).read_namespaced_service("iris", consumer).spec.cluster_ip
@@ -192,6 +197,12 @@ def _scenario(kc: str, api: Any, owner: str, consumer: str, s3: S3Server, store:
     md = wait_for(refused, 30, "Progressing=False ReferenceNotPermitted after the grant was deleted")
     assert md["status"]["stateSummary"] == "Steady (ReferenceNotPermitted)"
     assert condition(md, C.READY)["status"] == "True"  # type: ignore[index]
+    consumer_health.state(
+        "modeldeployment-reference-revoked",
+        "ModelDeployment",
+        "iris",
+        lambda o: (condition(o, C.PROGRESSING) or {}).get("reason") == "ReferenceNotPermitted",
+    )
     apply(kc, owner, second_model())
     run = wait_condition(api, "trainingruns", owner, "iris-rf", C.SUCCEEDED, ("True",), timeout=300)
     second_sha = run["status"]["model"]["sha256"]

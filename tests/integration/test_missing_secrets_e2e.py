@@ -60,7 +60,7 @@ def test_missing_secrets_block_creation_show_in_status_and_clear_when_created(
         f"{C.ANNOTATION_ARTIFACT_CREDENTIALS_SECRET}=team-s3",
     )
     csv = io.StringIO()
-    csv.write("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(60)))
+    csv.write("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(60)))
     node_s3.put(f"{bucket}/lake/table.csv", csv.getvalue().encode())
     lake = {
         "apiVersion": "mlkube.io/v1alpha1",
@@ -75,7 +75,7 @@ def test_missing_secrets_block_creation_show_in_status_and_clear_when_created(
                     "credentialsSecret": {"name": "lake-creds"},
                 }
             },
-            "target": "y",
+            "target": "label",
         },
     }
     stack = iris_stack("iris-lr", {"replicas": 1})

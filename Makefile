@@ -48,10 +48,10 @@ imports: $(STAMP)
 # first on PATH, so tests never depend on whatever kubectl the machine has.
 CP_PATH = PATH="$$(bash scripts/build-control-plane.sh | tail -n 1):$$PATH"
 
-# Debian packages: the dev cluster's node (containerd, runc, CNI plugins, iptables), the image
+# Debian packages: the dev cluster's node (containerd, runc, CNI plugins, iptables, ipset), the image
 # build (podman, buildah, mmdebstrap, skopeo), Prometheus + promtool for the monitoring tests,
 # lua5.4 for the Argo CD health scripts and PostgreSQL for the sql Dataset sources.
-SYSTEM_PACKAGES = containerd runc containernetworking-plugins iptables conntrack podman buildah \
+SYSTEM_PACKAGES = containerd runc containernetworking-plugins iptables ipset conntrack podman buildah \
   mmdebstrap skopeo uidmap fuse-overlayfs prometheus lua5.4 postgresql
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

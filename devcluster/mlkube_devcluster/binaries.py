@@ -90,3 +90,45 @@ def find_binaries(*, build: bool = True) -> Path:
         "repository, or point MLKUBE_K8S_BIN / KUBEBUILDER_ASSETS at a directory holding "
         + ", ".join(COMPONENTS)
     )
+
+
+def find_kube_router(*, build: bool = True) -> Path:
+    """kube-router, the dev cluster's NetworkPolicy enforcer (scripts/build-kube-router.sh).
+
+    `MLKUBE_KUBE_ROUTER` may name the binary; otherwise it is built (seconds when cached)
+    or, without the repository, taken from the cache.
+    """
+    env = os.environ.get("MLKUBE_KUBE_ROUTER")
+    if env and os.access(Path(env).expanduser(), os.X_OK):
+        return Path(env).expanduser().absolute()
+    root = repo_root()
+    if root is not None and build:
+        proc = subprocess.run(
+            ["bash", str(root / "scripts" / "build-kube-router.sh")],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise BinariesNotFound(
+                f"scripts/build-kube-router.sh failed (exit {proc.returncode}); see its output above"
+            )
+        binary = Path(lines[-1]) / "kube-router"
+        if os.access(binary, os.X_OK):
+            return binary
+        raise BinariesNotFound(f"scripts/build-kube-router.sh printed {lines[-1]}, which lacks kube-router")
+    candidates = sorted(
+        (
+            d / "kube-router"
+            for d in _cache_root().glob("kube-router-*")
+            if os.access(d / "kube-router", os.X_OK)
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if candidates:
+        return candidates[-1]
+    raise BinariesNotFound(
+        "kube-router not found: run `bash scripts/build-kube-router.sh` in the mlkube repository, "
+        "or point MLKUBE_KUBE_ROUTER at a kube-router binary"
+    )

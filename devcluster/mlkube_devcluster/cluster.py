@@ -37,7 +37,7 @@ import urllib3
 import yaml
 
 from . import addons, images, node, procs
-from .binaries import find_binaries, repo_root
+from .binaries import find_binaries, find_kube_router, repo_root
 from .kube import PATCH_APPLY, ApiError, Kube
 from .pki import Pki, ensure_pki
 from .state import CLUSTER_DOMAIN, SERVICE_CIDR, ClusterConfig, StateDir
@@ -45,7 +45,7 @@ from .state import CLUSTER_DOMAIN, SERVICE_CIDR, ClusterConfig, StateDir
 log = logging.getLogger("mlkube.devcluster")
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-NODE = ("containerd", "kubelet", "kube-proxy", "provisioner")
+NODE = ("containerd", "kubelet", "kube-proxy", "kube-router", "provisioner")
 COMPONENTS = (*CONTROL_PLANE, *NODE, "operator")
 CONTEXT = "mlkube-dev"
 OPERATOR_MODULE = "mlkube_operator.handlers"
@@ -500,13 +500,16 @@ def up(
         # Everything slow and host-independent first: binaries and images.
         t = time.monotonic()
         bins = find_binaries()
+        kube_router = find_kube_router()
         tools_dir = images.node_tools_dir()
         result.images = images.build_mlkube_images()
         wanted = {b.image: images.image_id(b.image) or "" for b in result.images}
         wanted.update(images.node_images(tools_dir))
         result.timings["build"] = time.monotonic() - t
 
-        node_running = any(procs.running(state.pid_file(n)) for n in ("containerd", "kubelet", "kube-proxy"))
+        node_running = any(
+            procs.running(state.pid_file(n)) for n in ("containerd", "kubelet", "kube-proxy", "kube-router")
+        )
         if not node_running and not _our_shims(state):
             # A previous run ended without `down` (a crash, a killed session): its mounts,
             # chains and bridge are left over and nothing uses them any more.
@@ -564,6 +567,15 @@ def up(
         ensure("kube-proxy", node.node_argv("kube-proxy", bins, state, cfg, tools, ip))
         proxy_url = f"http://127.0.0.1:{cfg.ports.kube_proxy_healthz}/healthz"
         _wait("kube-proxy /healthz", lambda: _http_ok(proxy_url), timeout, state, "kube-proxy")
+        # The NetworkPolicy enforcer: it reads the Node (registered by now) and every pod.
+        ensure("kube-router", node.kube_router_argv(kube_router, state, cfg))
+        result.timings["kube-router"] = _wait(
+            f"kube-router's firewall (iptables chain {node.KUBE_ROUTER_CHAIN})",
+            lambda: node.firewall_ready(tools.iptables),
+            timeout,
+            state,
+            "kube-router",
+        )
         ensure("provisioner", _argv("provisioner", bins, state, cfg, pki, ip))
         for name, port in (
             ("kube-controller-manager", cfg.ports.controller_manager),
@@ -656,7 +668,7 @@ def down(state_dir: Path | str | None = None, *, purge: bool = False) -> list[st
             removed = _crictl(state, "rmp", "--all", "--force")
             if removed.returncode == 0 and removed.stdout.strip():
                 stopped.append(f"{len(removed.stdout.strip().splitlines())} pods")
-        for name in ("kube-proxy", "provisioner", "containerd"):
+        for name in ("kube-router", "kube-proxy", "provisioner", "containerd"):
             stop(name)
         for pid in _our_shims(state):
             procs.signal_group(pid, 9)

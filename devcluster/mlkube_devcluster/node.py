@@ -1,11 +1,14 @@
-"""The node: containerd, the CNI bridge, the kubelet and kube-proxy, and what they change on the host.
+"""The node: containerd, the CNI bridge, the kubelet, kube-proxy and kube-router, and what they change on the host.
 
 A real kubelet is what users have, so pods here run in containers from the project's own
 images (runc, non-root, read-only root filesystem), Services route through kube-proxy's
-iptables rules and names resolve through cluster DNS. Every file these components read is
+iptables rules and names resolve through cluster DNS. NetworkPolicies are enforced, as by
+the network plugin of a real cluster, by kube-router's firewall controller (iptables rules
+and ipsets). Every file these components read is
 generated here from the state directory, so a node is fully described by that directory.
 
-They change the machine, though: kube-proxy and the CNI plugins add iptables chains, the
+They change the machine, though: kube-proxy, kube-router and the CNI plugins add iptables
+chains (kube-router also ipsets), the
 bridge plugin creates a bridge and turns on IP forwarding, the kubelet and containerd
 mount volumes and root filesystems under the state directory. Each change is recorded in
 `host-changes.json` before it happens and `undo_host_changes` reverts exactly those, so
@@ -34,8 +37,12 @@ log = logging.getLogger("mlkube.devcluster")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 RUNC_CANDIDATES = ("/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc")
 SANDBOX_IMAGE = "localhost/mlkube-pause:3.10"
-# Chains of kube-proxy (KUBE-*) and of the CNI plugins (CNI-*): removed on down.
+# Chains of kube-proxy and kube-router (KUBE-*: KUBE-SERVICES, KUBE-ROUTER-*, KUBE-NWPLCY-*,
+# KUBE-POD-FW-*) and of the CNI plugins (CNI-*): removed on down.
 CHAIN_PREFIXES = ("KUBE-", "CNI-")
+# The ipsets kube-router's firewall controller creates (its IPv6 sets carry "inet6:"):
+# removed on down, after the chains whose rules reference them.
+IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "inet6:KUBE-SRC-", "inet6:KUBE-DST-")
 SYSCTLS = {
     # The bridge plugin routes pod traffic through the host.
     "net/ipv4/ip_forward": "1",
@@ -54,6 +61,7 @@ class NodeTools:
     runc: str
     cni_bin: str
     iptables: str
+    ipset: str
 
 
 def find_tools() -> NodeTools:
@@ -73,6 +81,10 @@ def find_tools() -> NodeTools:
     iptables = shutil.which("iptables")
     if iptables is None:
         missing.append("iptables (apt-get install iptables)")
+    # kube-router, the NetworkPolicy enforcer, runs the ipset program (kernel: CONFIG_IP_SET).
+    ipset = shutil.which("ipset")
+    if ipset is None:
+        missing.append("ipset (apt-get install ipset)")
     if missing:
         raise NodeError("the node cannot start; missing: " + "; ".join(missing))
     if os.geteuid() != 0:
@@ -80,11 +92,17 @@ def find_tools() -> NodeTools:
             "the node (containerd, kubelet, kube-proxy) must run as root: it mounts filesystems, "
             "creates network namespaces and iptables rules; run `mlkube dev up` with sudo"
         )
-    assert containerd and runc and cni_bin and iptables
+    assert containerd and runc and cni_bin and iptables and ipset
     probe = subprocess.run([iptables, "-t", "nat", "-S"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         raise NodeError(f"iptables does not work here ({probe.stderr.strip()}); kube-proxy needs it")
-    return NodeTools(containerd=containerd, runc=runc, cni_bin=cni_bin, iptables=iptables)
+    probe = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise NodeError(
+            f"ipset does not work here ({probe.stderr.strip()}); kube-router, which enforces "
+            "NetworkPolicies, needs it (kernel CONFIG_IP_SET and CONFIG_NETFILTER_XT_SET)"
+        )
+    return NodeTools(containerd=containerd, runc=runc, cni_bin=cni_bin, iptables=iptables, ipset=ipset)
 
 
 def node_ip() -> str:
@@ -251,6 +269,36 @@ def node_argv(
     raise ValueError(name)
 
 
+def kube_router_argv(binary: Path, state: StateDir, cfg: ClusterConfig) -> list[str]:
+    """kube-router as a NetworkPolicy enforcer only: no routing (the bridge routes), no proxy.
+
+    Its health server would listen on every address, so it is off (`--health-port=0`); `up`
+    waits for its top-level chain instead (`firewall_ready`). Metrics and pprof are off by
+    default.
+    """
+    return [
+        str(binary),
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        f"--kubeconfig={state.kubeconfig}",
+        f"--hostname-override={cfg.node_name}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--health-port=0",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
+# kube-router's filter chain that FORWARD jumps to: present once its controller has set
+# up the pod firewall (and removed by `down`).
+KUBE_ROUTER_CHAIN = "KUBE-ROUTER-FORWARD"
+
+
+def firewall_ready(iptables: str) -> bool:
+    return KUBE_ROUTER_CHAIN in _chains(iptables, "filter")
+
+
 # -- host changes ---------------------------------------------------------------------------
 
 
@@ -268,6 +316,9 @@ def _write_changes(state: StateDir, changes: dict[str, object]) -> None:
     tmp.replace(state.host_changes)
 
 
+_RECORDED = {"chains": list(CHAIN_PREFIXES), "ipsets": list(IPSET_PREFIXES)}
+
+
 def prepare_host(state: StateDir) -> None:
     """Set the sysctls the node needs, recording each original value first."""
     changes = _read_changes(state)
@@ -280,12 +331,10 @@ def prepare_host(state: StateDir) -> None:
         if current == value:
             continue
         sysctls.setdefault(key, current)
-        _write_changes(
-            state, {**changes, "sysctls": sysctls, "bridge": BRIDGE, "chains": list(CHAIN_PREFIXES)}
-        )
+        _write_changes(state, {**changes, "sysctls": sysctls, "bridge": BRIDGE, **_RECORDED})
         path.write_text(value)
         log.info("Set %s = %s (was %s)", key.replace("/", "."), value, current)
-    changes.update({"sysctls": sysctls, "bridge": BRIDGE, "chains": list(CHAIN_PREFIXES)})
+    changes.update({"sysctls": sysctls, "bridge": BRIDGE, **_RECORDED})
     _write_changes(state, changes)
     fence_service_range()
 
@@ -368,6 +417,19 @@ def remove_chains(iptables: str, prefixes: tuple[str, ...] = CHAIN_PREFIXES) -> 
     return removed
 
 
+def remove_ipsets(ipset: str, prefixes: tuple[str, ...] = IPSET_PREFIXES) -> int:
+    """Destroy the ipsets with these prefixes (once no iptables rule references them)."""
+    out = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, check=False).stdout
+    removed = 0
+    for name in out.split():
+        if (
+            name.startswith(prefixes)
+            and subprocess.run([ipset, "destroy", name], capture_output=True).returncode == 0
+        ):
+            removed += 1
+    return removed
+
+
 def undo_host_changes(state: StateDir) -> list[str]:
     """Revert what the node changed on the machine; safe to run when nothing was changed."""
     done: list[str] = []
@@ -388,6 +450,15 @@ def undo_host_changes(state: StateDir) -> list[str]:
             removed = remove_chains(iptables, prefixes)
             if removed:
                 done.append(f"removed {removed} {iptables} chains")
+    # kube-router's ipsets, after the chains whose rules use them; as for the chains, they
+    # are removed by prefix even without a record.
+    recorded = changes.get("ipsets")
+    set_prefixes = tuple(str(p) for p in recorded) if isinstance(recorded, list) else IPSET_PREFIXES
+    ipset = shutil.which("ipset")
+    if set_prefixes and ipset:
+        removed = remove_ipsets(ipset, set_prefixes)
+        if removed:
+            done.append(f"destroyed {removed} ipsets")
     for key, value in dict(changes.get("sysctls") or {}).items():  # type: ignore[call-overload]
         path = Path("/proc/sys") / key
         with contextlib.suppress(OSError):

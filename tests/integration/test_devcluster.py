@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -308,12 +309,21 @@ def test_workload_pods_run_as_10001_on_a_read_only_root(
     assert tmp.returncode == 0, tmp.stderr
 
 
+def _ipsets() -> list[str]:
+    out = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=True).stdout
+    return sorted(n for n in out.split() if n.startswith(node.IPSET_PREFIXES))
+
+
 def _host_state(state: StateDir) -> dict[str, Any]:
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    chains = sorted({ln.split()[0][1:] for ln in rules.splitlines() if ln.startswith((":KUBE-", ":CNI-"))})
     return {
-        "kube_chains": sorted(
-            {ln.split()[0][1:] for ln in rules.splitlines() if ln.startswith((":KUBE-", ":CNI-"))}
-        ),
+        "kube_chains": chains,
+        # kube-router's: a pod firewall per pod a policy selects, a chain per policy.
+        "firewall_chains": [
+            c for c in chains if c.startswith(("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-"))
+        ],
+        "ipsets": _ipsets(),
         "bridge": Path(f"/sys/class/net/{BRIDGE}").exists(),
         "mounts": node.mounts_under(state.root),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
@@ -329,13 +339,21 @@ def test_down_undoes_host_changes_and_up_brings_back_the_same_cluster(dev_cluste
     ns = "updown"
     dev_cluster.kubectl("create", "namespace", ns, check=False)
     dev_cluster.kubectl("-n", ns, "create", "configmap", "keep", "--from-literal=k=v", check=False)
-    apply(
-        dev_cluster,
-        ns,
-        python_pod("sleeper", SERVER, "import time; time.sleep(3600)", restartPolicy="Always"),
-    )
+    sleeper = python_pod("sleeper", SERVER, "import time; time.sleep(3600)", restartPolicy="Always")
+    sleeper["metadata"]["labels"] = {"run": "sleeper"}
+    apply(dev_cluster, ns, sleeper)
     dev_cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/sleeper", f"--timeout={int(WAIT)}s")
-    assert _host_state(state)["bridge"]
+    # A policy selecting the pod, so that kube-router has a pod firewall, a policy chain and
+    # ipsets on the host for `down` to remove.
+    apply(dev_cluster, ns, _deny_all_ingress("sleeper"))
+
+    def firewalled() -> dict[str, Any] | None:
+        h = _host_state(state)
+        has_pod_chain = any(c.startswith("KUBE-POD-FW-") for c in h["firewall_chains"])
+        return h if has_pod_chain and h["ipsets"] else None
+
+    before = wait_for(firewalled, 60, "kube-router's pod firewall chains and ipsets")
+    assert before["bridge"] and "kube-router" in before["processes"], before
 
     mlkube = [sys.executable, "-m", "mlkube_operator.cli", "dev"]
     down = subprocess.run(
@@ -344,7 +362,7 @@ def test_down_undoes_host_changes_and_up_brings_back_the_same_cluster(dev_cluste
     assert down.returncode == 0, down.stderr
     after = _host_state(state)
     assert after["processes"] == [] and after["mounts"] == [] and not after["bridge"], after
-    assert after["kube_chains"] == [], after
+    assert after["kube_chains"] == [] and after["ipsets"] == [], after
     for key, original in (changes.get("sysctls") or {}).items():
         assert (Path("/proc/sys") / key).read_text().strip() == str(original)
     assert not any(f"{state.containerd_socket}".encode() in p for p in _cmdlines())
@@ -357,11 +375,68 @@ def test_down_undoes_host_changes_and_up_brings_back_the_same_cluster(dev_cluste
     keep = dev_cluster.kubectl("-n", ns, "get", "configmap", "keep", "-o", "jsonpath={.data.k}").stdout
     assert keep == "v"
     dev_cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/sleeper", f"--timeout={int(WAIT)}s")
+    # The enforcer is back and has rebuilt the firewall of the policy kept in etcd.
+    wait_for(
+        lambda: any(c.startswith("KUBE-POD-FW-") for c in _host_state(state)["firewall_chains"]) or None,
+        60,
+        "kube-router to rebuild the pod firewall after up",
+    )
+    shown = subprocess.run(
+        [*mlkube, "status", "--state-dir", str(state.root)], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and re.search(r"^kube-router\s+running \(pid \d+\)", shown.stdout, re.M), (
+        shown.stdout
+    )
     again = subprocess.run(
         [*mlkube, "up", "--state-dir", str(state.root)], capture_output=True, text=True, timeout=300
     )
     assert again.returncode == 0 and "already running: etcd, kube-apiserver" in again.stderr, again.stderr
     dev_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _deny_all_ingress(pod: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"deny-{pod}"},
+        "spec": {"podSelector": {"matchLabels": {"run": pod}}, "policyTypes": ["Ingress"]},
+    }
+
+
+def _jumps(chain: str) -> int:
+    """How many rules of the built-in filter chains jump to `chain`."""
+    rules = subprocess.run(["iptables", "-t", "filter", "-S"], capture_output=True, text=True).stdout
+    return sum(1 for ln in rules.splitlines() if ln.startswith("-A ") and ln.endswith(f"-j {chain}"))
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.exclusive
+def test_up_after_a_killed_kube_router_adopts_its_leftover_firewall(
+    dev_cluster: DevClusterHandle, namespace: str
+) -> None:
+    """SIGKILL leaves kube-router's chains and ipsets behind; `up` restarts it over them."""
+    state = StateDir(dev_cluster.state_dir)
+    apply(dev_cluster, namespace, _deny_all_ingress("steady"))
+    pod = python_pod("steady", SERVER, "import time; time.sleep(3600)")
+    pod["metadata"]["labels"] = {"run": "steady"}
+    apply(dev_cluster, namespace, pod)
+    dev_cluster.kubectl(
+        "-n", namespace, "wait", "--for=condition=Ready", "pod/steady", f"--timeout={int(WAIT)}s"
+    )
+    wait_for(lambda: _host_state(state)["ipsets"] or None, 60, "kube-router's ipsets")
+    record = procs.running(state.pid_file("kube-router"))
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)
+    wait_for(lambda: procs.running(state.pid_file("kube-router")) is None, 30, "kube-router to die")
+    left = _host_state(state)
+    assert left["ipsets"] and "KUBE-ROUTER-FORWARD" in left["firewall_chains"], left
+
+    result = cluster.up(state.root, operator="cluster")
+    assert result.started == ["kube-router", "operator (in-cluster)"], result.started
+    assert procs.running(state.pid_file("kube-router")) is not None
+    # One jump per top-level chain, not one per run.
+    assert _jumps("KUBE-ROUTER-FORWARD") == 1 and _jumps("KUBE-ROUTER-INPUT") == 1
+    assert _host_state(state)["ipsets"]
 
 
 def _cmdlines() -> list[bytes]:
@@ -410,6 +485,7 @@ def test_up_fails_fast_naming_what_the_node_lacks(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "containerd (apt-get install containerd)" in proc.stderr
     assert "iptables" in proc.stderr
+    assert "ipset (apt-get install ipset)" in proc.stderr
     assert not (tmp_path / "state").exists()
 
 

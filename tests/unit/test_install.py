@@ -3,8 +3,8 @@
 The overlays in docs/install.md are taken from the page itself (the yaml block after each
 `tested by` marker), so the documented snippets are the tested ones. The NetworkPolicies
 are checked statically against the labels and port names the operator's builders put on
-predictor pods and the manifests put on the operator's pods: the dev cluster's bridge
-network does not enforce NetworkPolicy, so no test here could watch one deny traffic.
+predictor pods and the manifests put on the operator's pods; what they admit and deny on
+a network that enforces them is shown by tests/integration/test_networkpolicy_e2e.py.
 """
 
 from __future__ import annotations

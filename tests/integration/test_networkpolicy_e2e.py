@@ -311,26 +311,28 @@ def test_operator_policy_with_the_clusters_api_port_keeps_the_operator_working(
         # What it may reach: a predictor's /metrics, the API server through the
         # `kubernetes` Service (any HTTP answer is a connection), cluster DNS.
         assert probe(dc, OPERATOR_NS, OPERATOR, f"{base}/metrics") == "200"
-        api = exec_python(
-            dc,
-            OPERATOR_NS,
-            OPERATOR,
-            "import ssl, urllib.request as u, urllib.error as e\n"
-            "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n"
-            "try: print(u.urlopen('https://kubernetes.default.svc/readyz', timeout=3, context=ctx).status)\n"
-            "except e.HTTPError as x: print(x.code)\n"
-            "except Exception as x: print('error', x)",
-        )
-        assert api.isdigit(), api
+        # DNS pods listen on their own port (here 1053, named `dns`), not the Service's 53.
         dns = exec_python(
             dc,
             OPERATOR_NS,
             OPERATOR,
             "import socket\n"
-            "try: print(socket.getaddrinfo('kube-dns.kube-system.svc.cluster.local', 53)[0][4][0])\n"
+            "try: print(socket.getaddrinfo('kubernetes.default.svc.cluster.local', 443)[0][4][0])\n"
             "except Exception as x: print('error', x)",
         )
         assert not refused(dns), dns
+        api = exec_python(
+            dc,
+            OPERATOR_NS,
+            OPERATOR,
+            "import os, ssl, urllib.request as u, urllib.error as e\n"
+            "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n"
+            "url = f\"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ['KUBERNETES_SERVICE_PORT']}/readyz\"\n"
+            "try: print(u.urlopen(url, timeout=3, context=ctx).status)\n"
+            "except e.HTTPError as x: print(x.code)\n"
+            "except Exception as x: print('error', x)",
+        )
+        assert api.isdigit(), api
 
         # And the operator does its work under it: a restart opens new connections to the
         # API server, then traffic is judged from its scrapes.

@@ -22,9 +22,11 @@ venv: $(STAMP)
 control-plane:
 	bash scripts/build-control-plane.sh
 
-# crictl, the pod sandbox and CoreDNS for the dev cluster's node.
+# crictl, the pod sandbox, CoreDNS and kube-router (the NetworkPolicy enforcer) for the
+# dev cluster's node.
 node-tools:
 	bash scripts/build-node-tools.sh
+	bash scripts/build-kube-router.sh
 
 # The operator, trainer and server images, with podman or buildah (no Docker, no registry
 # needed: BASE_IMAGE=... to choose the base; see the Dockerfile). Prints each image's size.

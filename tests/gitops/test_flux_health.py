@@ -63,7 +63,7 @@ def checks() -> dict[str, dict[str, str]]:
 @pytest.mark.timeout(1800)  # the first build downloads and compiles Flux's evaluator
 def test_flux_status_of_every_recorded_object(fluxcel: Path) -> None:
     exprs = checks()
-    assert set(exprs) == {"Dataset", "TrainingRun", "ModelDeployment"}
+    assert set(exprs) == {"Dataset", "TrainingRun", "ModelDeployment", "ModelGrant"}
     names = sorted(EXPECTED)
     objects = [yaml.safe_load((FIXTURES_DIR / f"{n}.yaml").read_text()) for n in names]
     got = {}

@@ -20,7 +20,10 @@ export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 echo "build-kube-router: building kube-router $version into $out" >&2
 (cd "$mod" && go build -trimpath \
   -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version" \
-  -o "$out/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router) >&2
+  -o "$out/kube-router.new" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router) >&2
+# Replaced by rename: a running kube-router keeps its (now deleted) file; `mlkube dev up`
+# restarts it on the new one.
+mv -f "$out/kube-router.new" "$out/kube-router"
 touch "$out/.stamp"
 echo "build-kube-router: done in $(( $(date +%s) - start ))s" >&2
 echo "$out"

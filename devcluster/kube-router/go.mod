@@ -2,7 +2,8 @@
 // A dev/test-harness component: never in mlkube's images or manifests.
 // v2.1.0 is the only kube-router the module proxy here serves (flagged "security flaws
 // reported"), so its vulnerable dependencies are raised below to the newest releases that
-// still build with Go 1.25 (golang.org/x/net, google.golang.org/grpc, docker, ...).
+// still build with Go 1.25 (golang.org/x/net, google.golang.org/grpc, docker, ...) and
+// client-go & co. to the last v0.29 patch release.
 // Its own module, apart from controlplane/go.mod: kube-router builds against client-go
 // v0.29, not the control plane's Kubernetes pins.
 module mlkube.io/devcluster/kube-router
@@ -106,10 +107,10 @@ require (
 	gopkg.in/ini.v1 v1.67.0 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/api v0.29.2 // indirect
-	k8s.io/apimachinery v0.29.2 // indirect
-	k8s.io/client-go v0.29.2 // indirect
-	k8s.io/cri-api v0.29.2 // indirect
+	k8s.io/api v0.29.15 // indirect
+	k8s.io/apimachinery v0.29.15 // indirect
+	k8s.io/client-go v0.29.15 // indirect
+	k8s.io/cri-api v0.29.15 // indirect
 	k8s.io/klog/v2 v2.120.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20240228011516-70dd3763d340 // indirect
 	k8s.io/utils v0.0.0-20240102154912-e7106e64919e // indirect

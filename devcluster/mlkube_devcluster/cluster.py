@@ -568,6 +568,12 @@ def up(
         proxy_url = f"http://127.0.0.1:{cfg.ports.kube_proxy_healthz}/healthz"
         _wait("kube-proxy /healthz", lambda: _http_ok(proxy_url), timeout, state, "kube-proxy")
         # The NetworkPolicy enforcer: it reads the Node (registered by now) and every pod.
+        # A rebuilt binary replaces the running one (its rules and ipsets stay meanwhile).
+        running_router = procs.running(state.pid_file("kube-router"))
+        if running_router is not None and procs.binary_replaced(running_router.pid):
+            log.info("kube-router was rebuilt: restarting it")
+            procs.stop(running_router, timeout=10)
+            state.pid_file("kube-router").unlink(missing_ok=True)
         ensure("kube-router", node.kube_router_argv(kube_router, state, cfg))
         result.timings["kube-router"] = _wait(
             f"kube-router's firewall (iptables chain {node.KUBE_ROUTER_CHAIN})",

@@ -138,6 +138,14 @@ def start(
     return record
 
 
+def binary_replaced(pid: int) -> bool:
+    """True when the program file `pid` runs was replaced or deleted since it started."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith(" (deleted)")
+    except OSError:
+        return False
+
+
 def exit_status(pid: int) -> int | None:
     """The exit code of a child this process started, once it has exited."""
     child = _children.get(pid)

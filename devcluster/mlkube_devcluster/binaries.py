@@ -54,6 +54,18 @@ def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "mlkube"
 
 
+def _run_build_script(root: Path, script: str) -> Path:
+    """Run scripts/<script>, which builds into the cache (or finds its build there) and
+    prints the directory on its last line; its progress goes to our stderr."""
+    proc = subprocess.run(
+        ["bash", str(root / "scripts" / script)], stdout=subprocess.PIPE, text=True, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BinariesNotFound(f"scripts/{script} failed (exit {proc.returncode}); see its output above")
+    return Path(lines[-1])
+
+
 def find_binaries(*, build: bool = True) -> Path:
     """The directory holding etcd, kube-apiserver, kube-controller-manager and kube-scheduler."""
     for var in ("MLKUBE_K8S_BIN", "KUBEBUILDER_ASSETS"):
@@ -62,18 +74,7 @@ def find_binaries(*, build: bool = True) -> Path:
             return Path(val).expanduser().absolute()
     root = repo_root()
     if root is not None and build:
-        proc = subprocess.run(
-            ["bash", str(root / "scripts" / "build-control-plane.sh")],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            raise BinariesNotFound(
-                f"scripts/build-control-plane.sh failed (exit {proc.returncode}); see its output above"
-            )
-        d = Path(lines[-1])
+        d = _run_build_script(root, "build-control-plane.sh")
         if _complete(d):
             return d
         raise BinariesNotFound(f"scripts/build-control-plane.sh printed {d}, which lacks {COMPONENTS}")
@@ -103,21 +104,11 @@ def find_kube_router(*, build: bool = True) -> Path:
         return Path(env).expanduser().absolute()
     root = repo_root()
     if root is not None and build:
-        proc = subprocess.run(
-            ["bash", str(root / "scripts" / "build-kube-router.sh")],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            raise BinariesNotFound(
-                f"scripts/build-kube-router.sh failed (exit {proc.returncode}); see its output above"
-            )
-        binary = Path(lines[-1]) / "kube-router"
+        d = _run_build_script(root, "build-kube-router.sh")
+        binary = d / "kube-router"
         if os.access(binary, os.X_OK):
             return binary
-        raise BinariesNotFound(f"scripts/build-kube-router.sh printed {lines[-1]}, which lacks kube-router")
+        raise BinariesNotFound(f"scripts/build-kube-router.sh printed {d}, which lacks kube-router")
     candidates = sorted(
         (
             d / "kube-router"

@@ -19,7 +19,7 @@ import yaml
 from mlkube_operator import constants as C
 
 from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_for
-from .test_monitoring_e2e import IRIS_ROWS, MONITORING, all_ready, explained, predictor_pods, status
+from .test_monitoring_e2e import IRIS_ROWS, MONITORING, all_ready, explained, predictor_pods, send, status
 
 pytestmark = pytest.mark.cluster
 
@@ -66,17 +66,8 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
         )
         return str(run["status"]["model"]["sha256"])
 
-    def send_to(track: str, rows: list[list[float]], times: int = 1) -> None:
-        for pod in predictor_pods(api, namespace):
-            if pod["metadata"]["labels"].get(C.LABEL_TRACK) != track:
-                continue
-            url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
-            for _ in range(times):
-                for i in range(0, len(rows), 5):
-                    body = json.dumps({"instances": rows[i : i + 5]}).encode()
-                    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-                    with urllib.request.urlopen(req, timeout=10) as resp:
-                        assert resp.status == 200
+    def send_to(track: str, rows: list[list[float]]) -> None:
+        send(api, namespace, rows, track=track)
 
     # A good model: canary at 50 % (one pod of each). Without traffic it is not promoted,
     # however long its pause: a step needs a Healthy verdict on the canary's own requests.
@@ -294,13 +285,7 @@ def test_a_canary_worse_than_the_stable_pods_never_promotes(
         60,
         "the canary step's first look",
     )
-    for pod in predictor_pods(api, namespace):  # the same in-distribution rows to both tracks
-        url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
-        for i in range(0, len(IRIS_ROWS), 5):
-            body = json.dumps({"instances": IRIS_ROWS[i : i + 5]}).encode()
-            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                assert resp.status == 200
+    send(api, namespace, IRIS_ROWS)  # the same in-distribution rows to both tracks
     aborted = explained(
         api,
         namespace,

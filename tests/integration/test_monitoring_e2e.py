@@ -42,9 +42,20 @@ def predictor_pods(api: kubernetes.client.ApiClient, namespace: str) -> list[dic
     return [p for p in data["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
-def send(api: kubernetes.client.ApiClient, namespace: str, rows: list[list[float]], batch: int = 5) -> None:
-    """All `rows`, `batch` rows per request, to every predictor pod."""
+def send(
+    api: kubernetes.client.ApiClient,
+    namespace: str,
+    rows: list[list[float]],
+    batch: int = 5,
+    track: str | None = None,
+) -> None:
+    """All `rows`, `batch` rows per request, to every predictor pod (of `track`: stable or
+    canary) that has an address yet (callers that need every pod wait for `all_ready` first)."""
     for pod in predictor_pods(api, namespace):
+        if track is not None and pod["metadata"]["labels"].get(C.LABEL_TRACK) != track:
+            continue
+        if not pod["status"].get("podIP"):
+            continue  # just created: not started, nothing to send to
         url = f"http://{pod['status']['podIP']}:8080/v1/models/iris:predict"
         for i in range(0, len(rows), batch):
             body = json.dumps({"instances": rows[i : i + batch]}).encode()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import yaml
 
 from mlkube_devcluster.testing import service_answers, wait_for
 
@@ -27,6 +28,11 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None, check: bool =
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
     return result.stdout + (result.stderr if not check else "")
+
+
+def apply_docs(kubeconfig: str, namespace: str, *docs: dict[str, Any]) -> str:
+    """`kubectl apply` of manifests in `namespace`, as a user applies YAML."""
+    return kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
 
 
 def event_reasons(kubeconfig: str, namespace: str, kind: str | None = None) -> set[str]:

@@ -16,6 +16,17 @@ from pathlib import Path
 from mlkube_devcluster.images import mlkube_image
 
 
+def scoped_env(namespace: str) -> dict[str, str]:
+    """Settings for an `mlkube operator` process that watches only `namespace` and holds its
+    Lease there, bound to loopback: several such processes (xdist workers running
+    host_operator modules side by side) never reconcile each other's objects or share a Lease."""
+    return {
+        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
+        "MLKUBE_NAMESPACES": namespace,
+        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
+    }
+
+
 class OperatorProcess:
     def __init__(
         self,

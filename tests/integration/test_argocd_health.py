@@ -23,7 +23,7 @@ import yaml
 
 from gitops.harness import EXPECTED, FIXTURES_DIR, GRANT_STATES, health
 
-from .helpers import condition, get_cr, iris_stack, kubectl, wait_for
+from .helpers import apply_docs, condition, get_cr, iris_stack, kubectl, wait_for
 from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, send
 
 pytestmark = pytest.mark.cluster
@@ -133,7 +133,7 @@ def test_health_scripts_on_every_state_of_the_three_kinds(
     broken["spec"] = {**dataset["spec"], "validation": {"minRows": 1000}}
 
     def apply(*docs: dict[str, Any]) -> None:
-        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        apply_docs(kc, namespace, *docs)
 
     # Nothing to train on yet: the TrainingRun waits, the ModelDeployment has no model.
     apply(run, deployment, canary)
@@ -249,7 +249,7 @@ def test_health_of_specs_the_stopped_operator_has_not_seen(
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     rec = Recorder(api, namespace, tmp_path)
     dataset, _, deployment = iris_stack("iris-lr", {"replicas": 1})  # the run never exists
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all([dataset, deployment]))
+    apply_docs(kc, namespace, dataset, deployment)
 
     def observed(plural: str) -> bool:
         obj = get_cr(api, plural, namespace, "iris") or {}

@@ -14,11 +14,10 @@ import urllib.request
 from typing import Any
 
 import pytest
-import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_for
+from .helpers import apply_docs, condition, event_reasons, get_cr, iris_stack, kubectl, wait_for
 from .test_monitoring_e2e import IRIS_ROWS, MONITORING, all_ready, explained, predictor_pods, send, status
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +37,7 @@ def test_canary_promotes_a_good_model_and_aborts_a_drifting_one(
             "onDegradation": {"action": "Rollback", "cooldownSeconds": 0},
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]
 
@@ -191,7 +190,7 @@ def test_canary_without_traffic_is_inconclusive_then_unpinned_and_promoted_by_ha
             "monitoring": MONITORING,
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]
     kubectl(
@@ -263,7 +262,7 @@ def test_a_canary_worse_than_the_stable_pods_never_promotes(
             "monitoring": MONITORING,
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]
     patch = {

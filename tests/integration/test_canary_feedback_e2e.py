@@ -17,12 +17,11 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from mlkube_devcluster.testing import wait_for
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
+from .helpers import apply_docs, get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
 
 pytestmark = pytest.mark.cluster
 
@@ -80,7 +79,7 @@ def test_canary_labels_count_for_the_model_that_predicted_them(
         "onDegradation": {"failureLimit": 100},
     }
     docs = iris_stack("iris-lr", spec)
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = get_cr(api, "modeldeployments", namespace, "iris")
     assert first is not None
@@ -88,7 +87,7 @@ def test_canary_labels_count_for_the_model_that_predicted_them(
 
     # A second model of the TrainingRun: a canary on one of the two pods.
     docs = iris_stack("iris-lr", spec, params={"max_iter": 300, "C": 0.02})
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs[1:2]))
+    apply_docs(kc, namespace, *docs[1:2])
 
     def canary_ready() -> dict[str, Any] | None:
         md = get_cr(api, "modeldeployments", namespace, "iris")

@@ -22,7 +22,7 @@ import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, event_reasons, get_cr, kubectl, wait_for
+from .helpers import apply_docs, condition, event_reasons, get_cr, wait_for
 from .operator_proc import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
@@ -124,7 +124,7 @@ def test_forbidden_call_shows_in_status_and_clears_when_rbac_is_restored(
         "metadata": {"name": "iris"},
         "spec": {"source": {"builtin": "iris"}, "target": "target"},
     }
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+    apply_docs(kc, namespace, dataset)
 
     def failing() -> dict[str, Any] | None:
         cond = condition(get_cr(api, "datasets", namespace, "iris"), C.RECONCILED)
@@ -185,7 +185,7 @@ def test_rejected_child_shows_in_status_and_clears_after_the_fix(
             "metadata": {"name": "iris"},
             "spec": {"source": {"builtin": "iris"}, "target": "target"},
         }
-        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+        apply_docs(kc, namespace, dataset)
 
         def failing() -> dict[str, Any] | None:
             cond = condition(get_cr(api, "datasets", namespace, "iris"), C.RECONCILED)
@@ -230,7 +230,7 @@ def test_a_watch_that_lost_its_permission_resumes_when_it_is_granted_again(
             "metadata": {"name": "iris"},
             "spec": {"source": {"builtin": "iris"}, "target": "target"},
         }
-        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(dataset))
+        apply_docs(kc, namespace, dataset)
         wait_for(
             lambda: "Request attempt #10 failed; will retry: GET" in proc.logs() or None,
             90,

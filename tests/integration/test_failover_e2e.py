@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, get_cr, iris_stack, jobs_of, kubectl, wait_condition, wait_for
+from .helpers import apply_docs, condition, get_cr, iris_stack, jobs_of, kubectl, wait_condition, wait_for
 from .test_leader_election import Replica
 from .test_serving_e2e import served_shas
 
@@ -30,9 +29,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 def leader_and_standby(dev_cluster: Any, namespace: str, tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
     """Two operator processes on `namespace`: a leads, b stands by; both stopped afterwards."""
     env = {
-        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
-        "MLKUBE_NAMESPACES": namespace,
-        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
         # Short timings keep the test short; the defaults are measured in test_leader_election.
         "MLKUBE_LEADER_LEASE_DURATION_SECONDS": "6",
         "MLKUBE_LEADER_RENEW_DEADLINE_SECONDS": "4",
@@ -75,7 +71,7 @@ def test_leader_killed_mid_profiling_and_mid_training(
                 },
             },
         ]
-        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        apply_docs(kc, namespace, *docs)
         wait_for(lambda: jobs_of(api, namespace, f"{C.LABEL_DATASET}=digits"), 60, "the profile Job")
         a.proc.kill()  # mid-profiling
         wait_for(b.leads, 60, "replica b to take over", interval=0.1)
@@ -107,15 +103,7 @@ def test_leader_killed_mid_rollout(dev_cluster: Any, namespace: str, tmp_path: P
     """A new model rolls out; the leader dies in the middle: one rollout, to the new model, status right."""
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     with leader_and_standby(dev_cluster, namespace, tmp_path) as (a, b):
-        kubectl(
-            kc,
-            "-n",
-            namespace,
-            "apply",
-            "-f",
-            "-",
-            stdin=yaml.safe_dump_all(iris_stack("iris-lr", {"replicas": 2})),
-        )
+        apply_docs(kc, namespace, *iris_stack("iris-lr", {"replicas": 2}))
         kubectl(
             kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s"
         )

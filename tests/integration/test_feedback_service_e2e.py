@@ -15,11 +15,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
+from .helpers import apply_docs, get_cr, iris_stack, kubectl, post_json, wait_ready_endpoints, wait_routed
 
 pytestmark = pytest.mark.cluster
 
@@ -52,7 +51,7 @@ def test_feedback_through_the_service_counts_every_label(
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     docs = iris_stack("iris-lr", {"replicas": 3})
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     md = get_cr(api, "modeldeployments", namespace, "iris")
     assert md is not None and md["status"]["readyReplicas"] == 3

@@ -38,7 +38,7 @@ from gitops.dashboard import (
     podmonitor_scrape_config,
 )
 
-from .helpers import condition, get_cr, iris_stack, kubectl, post_json, wait_condition, wait_for
+from .helpers import apply_docs, condition, get_cr, iris_stack, kubectl, post_json, wait_condition, wait_for
 from .test_monitoring_e2e import IRIS_ROWS, all_ready, predictor_pods, status
 
 pytestmark = pytest.mark.cluster
@@ -165,7 +165,7 @@ def test_every_panel_shows_data_from_the_operator_and_predictor_pods(
                 "onDegradation": {"action": "Rollback", "cooldownSeconds": 0, "failureLimit": 1},
             },
         )
-        kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        apply_docs(kc, namespace, *docs)
         kubectl(
             kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s"
         )

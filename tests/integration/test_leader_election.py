@@ -28,7 +28,7 @@ from mlkube_operator.adapters.leader import LeaseElector
 from mlkube_operator.main import LOST_LEASE_EXIT
 
 from .helpers import wait_for
-from .operator_proc import OperatorProcess
+from .operator_proc import OperatorProcess, scoped_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_operator]
 LEASE = "mlkube-operator"
@@ -146,15 +146,18 @@ def probe(port: int, path: str) -> int:
 
 
 class Replica:
+    """`mlkube operator` as a host process watching only `namespace`, its Lease there."""
+
     def __init__(
-        self, dev_cluster: Any, namespace: str, log_dir: Path, name: str, env: dict[str, str]
+        self, dev_cluster: Any, namespace: str, log_dir: Path, name: str, env: dict[str, str] | None = None
     ) -> None:
         self.health, self.metrics = free_port(), free_port()
         self.proc = OperatorProcess(
             dev_cluster.kubeconfig,
             log_dir,
             env={
-                **env,
+                **scoped_env(namespace),
+                **(env or {}),
                 "MLKUBE_HEALTH_PORT": str(self.health),
                 "MLKUBE_METRICS_PORT": str(self.metrics),
                 "POD_NAME": name,
@@ -172,12 +175,7 @@ class Replica:
 
 @pytest.fixture
 def replicas(dev_cluster: Any, namespace: str, tmp_path: Path) -> Any:
-    env = {
-        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
-        "MLKUBE_NAMESPACES": namespace,
-        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
-    }
-    made = [Replica(dev_cluster, namespace, tmp_path, name, env) for name in ("replica-a", "replica-b")]
+    made = [Replica(dev_cluster, namespace, tmp_path, name) for name in ("replica-a", "replica-b")]
     yield made
     for r in made:
         if r.proc.proc is not None and r.proc.proc.poll() is None:

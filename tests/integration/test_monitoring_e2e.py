@@ -14,12 +14,20 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 from sklearn.datasets import load_iris
 
 from mlkube_operator import constants as C
 
-from .helpers import condition, event_reasons, get_cr, iris_stack, kubectl, wait_condition, wait_for
+from .helpers import (
+    apply_docs,
+    condition,
+    event_reasons,
+    get_cr,
+    iris_stack,
+    kubectl,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 MONITORING = {
@@ -105,7 +113,7 @@ def test_input_drift_rolls_back_to_the_previous_model(
             "onDegradation": {"action": "Rollback", "cooldownSeconds": 0, "failureLimit": 1},
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     first = status(api, namespace)["currentModel"]["sha256"]
 
@@ -190,7 +198,7 @@ def test_drift_triggers_a_retrain_whose_model_is_then_served(
             },
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     send(api, namespace, [[50.0, 50.0, 50.0, 50.0]] * 150)
 
@@ -238,7 +246,7 @@ def test_unreachable_prometheus_is_reported_in_status(
     url = f"http://127.0.0.1:{closed}"
     monitoring = {**MONITORING, "source": {"type": "Prometheus", "prometheusUrl": url}}
     docs = iris_stack("iris-lr", {"replicas": 1, "monitoring": monitoring})
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     degraded = wait_for(
         lambda: (
@@ -271,7 +279,7 @@ def test_after_an_operator_restart_the_open_window_continues_from_status(
             "onDegradation": {"action": "Alert", "cooldownSeconds": 0, "failureLimit": 1},
         },
     )
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     wait_for(lambda: all_ready(api, namespace), 60, "the predictor pod to be ready")
     send(api, namespace, IRIS_ROWS)  # 30 requests without drift: the first window

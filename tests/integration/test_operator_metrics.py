@@ -33,12 +33,7 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 def test_operator_metrics_move_with_a_reconcile(dev_cluster: Any, namespace: str, tmp_path: Path) -> None:
-    env = {
-        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
-        "MLKUBE_NAMESPACES": namespace,
-        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
-    }
-    op = Replica(dev_cluster, namespace, tmp_path, "metrics", env)
+    op = Replica(dev_cluster, namespace, tmp_path, "metrics")
     op.proc.start()
     try:
         wait_for(op.leads, 90, "the operator to lead", interval=0.2)

@@ -19,7 +19,7 @@ import yaml
 from mlkube_operator import constants as C
 from mlkube_operator.settings import Settings
 
-from .helpers import condition, get_cr, jobs_of, kubectl, wait_for
+from .helpers import apply_docs, condition, get_cr, jobs_of, kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_dataset_profiles_and_run_trains_under_a_quota_from_an_uploaded_file(
         "metadata": {"name": "compute"},
         "spec": {"hard": {"requests.cpu": "2", "requests.memory": "4Gi"}},
     }
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(quota))
+    apply_docs(kc, namespace, quota)
     wait_for(
         lambda: core.read_namespaced_resource_quota("compute", namespace).status.hard or None,
         60,
@@ -78,7 +78,7 @@ def test_dataset_profiles_and_run_trains_under_a_quota_from_an_uploaded_file(
 
     claim, pod = documented_manifests()
     pod["spec"]["containers"][0]["image"] = trainer_image(api)
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all([claim, pod]))
+    apply_docs(kc, namespace, claim, pod)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "pod/mlkube-upload", "--timeout=120s")
     csv = "a,b,label\n" + "".join(f"{i % 13},{(i * 7) % 11 * 0.5},{int(i % 13 > 6)}\n" for i in range(120))
     kubectl(
@@ -116,7 +116,7 @@ def test_dataset_profiles_and_run_trains_under_a_quota_from_an_uploaded_file(
             },
         },
     ]
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(resources))
+    apply_docs(kc, namespace, *resources)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "dataset/points", "--timeout=180s")
     ds = get_cr(api, "datasets", namespace, "points")
     assert ds is not None and ds["status"]["rows"] == 120

@@ -16,9 +16,8 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
-from .helpers import condition, get_cr, iris_stack, kubectl, post_json, wait_for
+from .helpers import apply_docs, condition, get_cr, iris_stack, kubectl, post_json, wait_for
 from .test_leader_election import Replica
 from .test_serving_e2e import pods
 
@@ -46,23 +45,10 @@ def test_stopping_the_operator_leaves_serving_and_a_reinstall_adopts(
     dev_cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
-    env = {
-        "MLKUBE_LEADER_LEASE_NAMESPACE": namespace,
-        "MLKUBE_NAMESPACES": namespace,
-        "MLKUBE_BIND_ADDRESS": "127.0.0.1",
-    }
-    first = Replica(dev_cluster, namespace, tmp_path, "first", env)
+    first = Replica(dev_cluster, namespace, tmp_path, "first")
     first.proc.start()
     try:
-        kubectl(
-            kc,
-            "-n",
-            namespace,
-            "apply",
-            "-f",
-            "-",
-            stdin=yaml.safe_dump_all(iris_stack("iris-lr", {"replicas": 1})),
-        )
+        apply_docs(kc, namespace, *iris_stack("iris-lr", {"replicas": 1}))
         kubectl(
             kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s"
         )
@@ -79,7 +65,7 @@ def test_stopping_the_operator_leaves_serving_and_a_reinstall_adopts(
     time.sleep(5)
     assert predict(api, namespace) == [[0]]  # still serving without an operator
 
-    second = Replica(dev_cluster, namespace, tmp_path, "second", env)
+    second = Replica(dev_cluster, namespace, tmp_path, "second")
     second.proc.start()
     try:
         wait_for(second.leads, 90, "the reinstalled operator to lead", interval=0.2)

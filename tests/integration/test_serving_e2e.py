@@ -12,11 +12,11 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from mlkube_operator import constants as C
 
 from .helpers import (
+    apply_docs,
     condition,
     event_reasons,
     get_cr,
@@ -54,7 +54,7 @@ def test_model_deployment_serves_and_rolls_new_models(
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     docs = iris_stack("iris-rf", {"replicas": 2})
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     md = get_cr(api, "modeldeployments", namespace, "iris")
     run = get_cr(api, "trainingruns", namespace, "iris-rf")
@@ -192,7 +192,7 @@ def test_model_not_ready_creates_nothing(dev_cluster: Any, namespace: str, mlkub
         "metadata": {"name": "lonely"},
         "spec": {"model": {"trainingRunRef": {"name": "nothing-here"}}},
     }
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(md))
+    apply_docs(kc, namespace, md)
     obj = wait_condition(api, "modeldeployments", namespace, "lonely", "Ready", timeout=60)
     ready = condition(obj, "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "ModelNotReady")

@@ -18,11 +18,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from mlkube_operator import constants as C
 
-from .helpers import get_cr, kubectl
+from .helpers import apply_docs, get_cr, kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -90,7 +89,7 @@ def test_text_features_are_advertised_and_checked_and_the_version_names_the_mode
             "spec": {"model": {"trainingRunRef": {"name": "churn-lr"}}, "replicas": 1},
         },
     ]
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/churn", "--timeout=300s")
     run = get_cr(api, "trainingruns", namespace, "churn-lr")
     assert run is not None

@@ -18,7 +18,7 @@ import yaml
 
 from mlkube_operator.api.modeldeployment import Thresholds
 
-from .helpers import kubectl
+from .helpers import apply_docs, kubectl
 
 pytestmark = pytest.mark.cluster
 DEFAULTS: dict[str, Any] = Thresholds().model_dump(mode="json", by_alias=True)
@@ -52,20 +52,12 @@ def _expected(**changes: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_default_is_stored_and_visible(dev_cluster: Any, namespace: str) -> None:
     kc = dev_cluster.kubeconfig
-    kubectl(
-        kc,
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(_doc("partial", {"errorRate": {"max": 0.1}})),
-    )
+    apply_docs(kc, namespace, _doc("partial", {"errorRate": {"max": 0.1}}))
     assert _stored(kc, namespace, "partial") == _expected(errorRate={"max": 0.1})
     # Nothing set at all: still every check, with its default, in the object.
     doc = _doc("bare", {})
     del doc["spec"]["monitoring"]
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    apply_docs(kc, namespace, doc)
     assert _stored(kc, namespace, "bare") == DEFAULTS
 
 
@@ -92,5 +84,5 @@ def test_a_check_turned_off_stays_off(dev_cluster: Any, namespace: str, mode: st
 def test_null_is_not_an_off_switch(dev_cluster: Any, namespace: str) -> None:
     """Why `enabled: false` exists: a null is dropped and the check comes back with its default."""
     kc = dev_cluster.kubeconfig
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(_doc("nulled", {"latency": None})))
+    apply_docs(kc, namespace, _doc("nulled", {"latency": None}))
     assert _stored(kc, namespace, "nulled")["latency"] == DEFAULTS["latency"]

@@ -13,9 +13,8 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
-from .helpers import get_cr, iris_stack, kubectl, wait_for
+from .helpers import apply_docs, get_cr, iris_stack, kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
 
@@ -32,7 +31,7 @@ def test_namespace_with_mlkube_objects_deletes_while_the_operator_is_stopped(
 ) -> None:
     kc, api = dev_cluster.kubeconfig, dev_cluster.api_client
     docs = iris_stack("iris-lr", {"replicas": 1})
-    kubectl(kc, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    apply_docs(kc, namespace, *docs)
     kubectl(kc, "-n", namespace, "wait", "--for=condition=Ready", "modeldeployment/iris", "--timeout=300s")
     # Reconciled all the way (Jobs ran, predictor serving), and not one finalizer.
     found = _finalizers(kc, namespace)

@@ -23,8 +23,7 @@ the condition keeps what it said until a loop succeeds or fails again.
 from __future__ import annotations
 
 import functools
-import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +33,6 @@ from .. import constants as C
 from ..errors import ApiError, Conflict, MissingSecret, PermanentFailure, TemporaryFailure, backoff
 from ..reconcile.conditions import with_reconciled
 from ..reconcile.plan import Event
-from ..reconcile.secrets import missing_secrets, secret_refs
 from .lifecycle import post_event, runtime
 
 JSON = dict[str, Any]
@@ -42,8 +40,6 @@ Key = tuple[str, str, str, str]  # plural, namespace, name, uid
 Failure = tuple[str, str]  # reason, message
 
 RECONCILE, SERVING, MONITORING = "reconcile", "serving", "monitoring"
-log = logging.getLogger(__name__)
-_UNCHECKED: list[str] = []  # non-empty once a Secret could not be read for want of RBAC (logged once)
 
 
 class Failures:
@@ -120,34 +116,6 @@ def _record(plural: str, obj: JSON, loop: str, failure: Failure, logger: kopf.Lo
     except (ApiError, TemporaryFailure) as err:  # e.g. no RBAC for status either: the Event and log remain
         logger.warning("Cannot record the failure in status: %s", err)
     post_event(obj, Event("Warning", shown[0], shown[1]))
-
-
-def require_secrets(namespace: str, manifests: Iterable[JSON | None], fields: Mapping[str, str]) -> None:
-    """Raise MissingSecret when a Secret (key) the pods of `manifests` read is missing.
-
-    Called before a Job or predictor Deployment is created or applied, so nothing is
-    created that can only sit in CreateContainerConfigError. One GET per Secret named;
-    only key names are looked at. Without RBAC to read Secrets the check is skipped (the
-    pods then report a missing Secret themselves, as before).
-    """
-    refs = [ref for m in manifests if m is not None for ref in secret_refs(m, fields)]
-    if not refs:
-        return
-    kube = runtime().kube
-    found: dict[str, frozenset[str] | None] = {}
-    for name in dict.fromkeys(ref.name for ref in refs):
-        try:
-            found[name] = kube.secret_keys(namespace, name)
-        except ApiError as err:
-            if err.reason != C.REASON_FORBIDDEN:
-                raise
-            if not _UNCHECKED:
-                log.warning("Secrets are not checked (no RBAC to read them): %s", err)
-                _UNCHECKED.append(name)
-            return
-    problem = missing_secrets(namespace, refs, found)
-    if problem is not None:
-        raise MissingSecret(problem.reason, problem.message)
 
 
 def guard(

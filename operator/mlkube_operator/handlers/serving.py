@@ -37,7 +37,8 @@ from ..reconcile.modeldeployment import (
 from ..reconcile.secrets import predictor_fields
 from . import resync
 from .lifecycle import post_event, runtime
-from .outcome import FAILURES, SERVING, guard, guard_each, require_secrets, retry_later, write_status
+from .outcome import FAILURES, SERVING, guard, guard_each, retry_later, write_status
+from .secrets import require_secrets
 
 JSON = dict[str, Any]
 MODEL_DEPLOYMENTS, TRAINING_RUNS, DATASETS = "modeldeployments", "trainingruns", "datasets"

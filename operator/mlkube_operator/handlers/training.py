@@ -27,7 +27,8 @@ from ..reconcile.trainingrun import current_round, plan_training_run, training_j
 from ..reconcile.trainingrun import is_settled as run_settled
 from . import resync
 from .lifecycle import post_event, runtime
-from .outcome import FAILURES, guard, guard_each, require_secrets, retry_later, write_status
+from .outcome import FAILURES, guard, guard_each, retry_later, write_status
+from .secrets import require_secrets
 
 JSON = dict[str, Any]
 DATASETS, TRAINING_RUNS = "datasets", "trainingruns"

@@ -315,7 +315,7 @@ def build_service(obj: JSON, spec: ModelDeploymentSpec) -> JSON:
 def creates_pods(desired: JSON | None, live: JSON | None) -> bool:
     """Applying `desired` makes new pods: no live Deployment yet, or another template or
     replica count (the template hash covers both). Such an apply is checked for the
-    Secrets its pods read (handlers/outcome.require_secrets); one that changes nothing
+    Secrets its pods read (handlers/secrets.require_secrets); one that changes nothing
     in the pods is not, so a serving Deployment keeps being reconciled meanwhile."""
     if desired is None:
         return False

@@ -95,25 +95,23 @@ def missing_secrets(
     The reason is SecretNotFound when a whole Secret is missing, else SecretKeyNotFound;
     the message names every missing Secret and key once, with the field it comes from.
     """
-    absent: dict[str, list[str]] = {}
-    keys_missing: dict[tuple[str, str], list[str]] = {}
+    # (Secret, key or None for the whole Secret) -> the fields behind it, in order, once each
+    missing: dict[tuple[str, str | None], dict[str, None]] = {}
     for ref in refs:
         keys = found.get(ref.name)
         if keys is None:
-            fields = absent.setdefault(ref.name, [])
-            if ref.field not in fields:
-                fields.append(ref.field)
+            missing.setdefault((ref.name, None), {})[ref.field] = None
         elif ref.key is not None and ref.key not in keys:
-            fields = keys_missing.setdefault((ref.name, ref.key), [])
-            if ref.field not in fields:
-                fields.append(ref.field)
-    parts = [f"Secret {namespace}/{name} not found ({', '.join(f)})" for name, f in absent.items()]
-    parts += [
-        f"Secret {namespace}/{name} has no key {key} ({', '.join(f)})"
-        for (name, key), f in keys_missing.items()
-    ]
-    if not parts:
+            missing.setdefault((ref.name, ref.key), {})[ref.field] = None
+    if not missing:
         return None
+    absent = any(key is None for _, key in missing)
+    parts = [
+        f"Secret {namespace}/{name} "
+        + ("not found" if key is None else f"has no key {key}")
+        + f" ({', '.join(f)})"
+        for (name, key), f in sorted(missing.items(), key=lambda item: item[0][1] is not None)
+    ]
     reason = C.REASON_SECRET_NOT_FOUND if absent else C.REASON_SECRET_KEY_NOT_FOUND
     return SecretProblem(
         reason, "; ".join(parts) + "; nothing is created until it exists (checked again with backoff)"
